@@ -1,0 +1,310 @@
+"""OmniGenPipeline: load a model folder, turn requests into latents, sample, decode.
+
+    pipe = OmniGenPipeline.from_pretrained("assets/omnigen-mini")
+    out = pipe("<img><|image_1|></img> make the red circle blue", [Image.open("scene.png")], seed=0)
+    out.images[0].save("edited.png"); out.settings[0]  # everything that made it
+"""
+
+from __future__ import annotations
+
+import os
+import random
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+from tqdm.auto import tqdm
+
+from . import vae as vae_io
+from .model import OmniGen
+from .processor import DEFAULT_NEGATIVE_PROMPT, OmniGenProcessor, PromptBranches, collate
+from .sampler import ConditionBatch, StepCallback, denoise, get_schedule
+from .weights import load_config, load_transformer, resolve_model_dir
+
+DEFAULT_MODEL = Path(__file__).resolve().parent.parent / "assets" / "omnigen-mini"
+OUTPUT_TYPES = ("pil", "np", "pt", "latent")
+
+
+def default_model() -> str:
+    """The embedded model, unless OMNIGEN_MODEL names another folder or Hub id."""
+    return os.environ.get("OMNIGEN_MODEL") or str(DEFAULT_MODEL)
+
+
+def pick_device(device: str | torch.device | None = None) -> torch.device:
+    if device not in (None, "auto"):
+        return torch.device(device)
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+def pick_dtype(dtype: str | torch.dtype | None, device: torch.device) -> torch.dtype:
+    """None: bf16 on CUDA, fp32 elsewhere. 'auto': bf16 where supported, else fp16 on older GPUs."""
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    names = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
+             "float16": torch.float16, "fp16": torch.float16}
+    if dtype in names:
+        return names[dtype]
+    if dtype not in (None, "auto"):
+        raise ValueError(f"dtype must be one of auto, {', '.join(names)}; got {dtype!r}")
+    if device.type == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    if device.type == "mps" and dtype == "auto":
+        return torch.float16
+    return torch.float32
+
+
+def keep_fragile_parts_in_fp32(model: OmniGen) -> None:
+    """fp16 overflows in norms, the time embedding and the output layer: keep those in fp32."""
+    for module in model.modules():
+        if type(module).__name__ in ("RMSNorm", "TimestepEmbedder", "FinalLayer"):
+            module.float()
+
+
+@dataclass
+class OmniGenOutput:
+    images: list[Any]
+    settings: list[dict] = field(default_factory=list)
+
+
+class OmniGenPipeline:
+    """Generation from interleaved text-and-image prompts with one OmniGen model folder."""
+
+    def __init__(self, transformer: OmniGen, vae, processor: OmniGenProcessor, device: torch.device,
+                 dtype: torch.dtype, model_id: str = ""):
+        self.transformer, self.vae, self.processor = transformer, vae, processor
+        self.device, self.dtype, self.model_id = device, dtype, model_id
+        self.offload: str | None = None
+        self.progress_bar_config: dict = {}
+        self.loras: dict[str, float] = {}
+
+    @classmethod
+    def from_pretrained(cls, path_or_repo_id: str | os.PathLike | None = None, device=None, dtype=None,
+                        ) -> "OmniGenPipeline":
+        """Load a model folder (official or diffusers layout) or a Hub repo id; the embedded model by default."""
+        model_id = os.fspath(path_or_repo_id) if path_or_repo_id is not None else default_model()
+        model_dir = resolve_model_dir(model_id)
+        device = pick_device(device)
+        dtype = pick_dtype(dtype, device)
+        config = load_config(model_dir)
+        transformer = load_transformer(model_dir, dtype=dtype, device=device)
+        if dtype == torch.float16:
+            keep_fragile_parts_in_fp32(transformer)
+        vae_dtype = torch.float32 if dtype == torch.float16 else dtype
+        vae = vae_io.load_vae(model_dir, dtype=vae_dtype, device=device)
+        if vae.config.latent_channels != config.in_channels:
+            raise ValueError(f"{model_dir}: the VAE has {vae.config.latent_channels} latent channels but the "
+                             f"transformer expects {config.in_channels}")
+        processor = OmniGenProcessor.from_pretrained(model_dir)
+        return cls(transformer, vae, processor, device, dtype, model_id=model_id)
+
+    @property
+    def native_size(self) -> int:
+        return self.transformer.config.native_image_size
+
+    def set_progress_bar_config(self, **kwargs) -> None:
+        """tqdm options for the step bar, e.g. disable=True."""
+        self.progress_bar_config = kwargs
+
+    def __call__(self, prompt: str | Sequence, input_images: Sequence | None = None, *, height: int | None = None,
+                 width: int | None = None, num_inference_steps: int = 50, guidance_scale: float = 2.5,
+                 img_guidance_scale: float = 1.6, negative_prompt: str = DEFAULT_NEGATIVE_PROMPT,
+                 seed: int | torch.Generator | None = None, latents: torch.Tensor | None = None,
+                 num_images_per_prompt: int = 1, use_input_image_size_as_output: bool | int = False,
+                 max_input_image_size: int = 1024, cfg_mode: str = "batched", use_kv_cache: bool = True,
+                 offload: str | None = None, offload_kv_cache: bool = False, time_shift: float = 1.0,
+                 callback: StepCallback | None = None, output_type: str = "pil", progress: bool = True,
+                 ) -> OmniGenOutput:
+        """Generate one or more images. `prompt` is a string, an interleaved list of str/PIL parts, or a list
+        of either; `input_images` gives one list of images per prompt (or one list for a single prompt)."""
+        check_settings(num_inference_steps, num_images_per_prompt, cfg_mode, output_type, offload)
+        height = height or self.native_size
+        width = width or self.native_size
+        requests = self.processor(prompt, input_images, height=height, width=width, negative_prompt=negative_prompt,
+                                  use_img_guidance=img_guidance_scale != 1.0 or guidance_scale != 1.0,
+                                  use_input_image_size_as_output=use_input_image_size_as_output,
+                                  max_input_image_size=max_input_image_size)
+        jobs = [(i, r) for i, r in enumerate(requests) for _ in range(num_images_per_prompt)]
+        seeds = image_seeds(seed, len(jobs))
+        if latents is not None and latents.shape[0] != len(jobs):
+            raise ValueError(f"latents has {latents.shape[0]} rows for {len(jobs)} images")
+        results: list[Any] = [None] * len(jobs)
+        bar = tqdm(total=len(jobs) * num_inference_steps, **{"disable": not progress, **self.progress_bar_config})
+        self.offload = offload
+        try:
+            for group in group_jobs(jobs):
+                noise = None if latents is None else latents[group]
+                out = self.generate_group([jobs[j][1] for j in group], [seeds[j] for j in group], noise,
+                                          num_inference_steps, guidance_scale, img_guidance_scale, cfg_mode,
+                                          use_kv_cache, offload_kv_cache, time_shift, callback, bar, seed)
+                for j, image in zip(group, self.postprocess(out, output_type)):
+                    results[j] = image
+        finally:
+            bar.close()
+            self.place_for("idle")
+        settings = [dict(prompt=prompt_text(prompt, i), negative_prompt=negative_prompt,
+                         num_input_images=len(r.cond.images), height=r.height, width=r.width,
+                         num_inference_steps=num_inference_steps, guidance_scale=guidance_scale,
+                         img_guidance_scale=img_guidance_scale, seed=seeds[j],
+                         max_input_image_size=max_input_image_size,
+                         use_input_image_size_as_output=use_input_image_size_as_output, cfg_mode=cfg_mode,
+                         use_kv_cache=use_kv_cache, time_shift=time_shift, model=self.model_id,
+                         device=str(self.device), dtype=str(self.dtype).replace("torch.", ""),
+                         loras=dict(self.loras))
+                    for j, (i, r) in enumerate(jobs)]
+        return OmniGenOutput(images=results, settings=settings)
+
+    def generate_group(self, requests: list[PromptBranches], seeds: list[int | None], noise, steps: int,
+                       guidance_scale: float, img_guidance_scale: float, cfg_mode: str, use_kv_cache: bool,
+                       offload_kv_cache: bool, time_shift: float, callback, bar, seed) -> torch.Tensor:
+        """Sample images that share an output size and a guidance layout."""
+        first = requests[0]
+        branches = guidance_branches(first, guidance_scale, img_guidance_scale)
+        if noise is None:
+            noise = initial_noise(len(requests), self.transformer.config.in_channels, first.height // 8,
+                                  first.width // 8, seeds, seed if isinstance(seed, torch.Generator) else None)
+        self.place_for("vae")
+        rows = branch_rows(requests, branches)
+        n = len(requests)
+        layout = [rows] if cfg_mode == "batched" else [rows[k * n:(k + 1) * n] for k in range(branches)]
+        tokens = (first.height // 16) * (first.width // 16)
+        batches = [self.condition_batch(part, tokens) for part in layout]
+        self.place_for("transformer")
+        with torch.inference_mode():
+            return denoise(self.transformer, noise.to(self.device), batches, get_schedule(steps, time_shift),
+                           branches, guidance_scale, img_guidance_scale, use_kv_cache,
+                           offload_kv_cache and self.device.type == "cuda", callback, bar)
+
+    @torch.inference_mode()
+    def condition_batch(self, prompts, num_output_tokens: int) -> ConditionBatch:
+        pad = self.transformer.config.pad_token_id or 0
+        data = collate(prompts, num_output_tokens, pad)
+        latents, seen = [], {}
+        for image in data["input_images"]:  # the same picture in several branches is encoded once
+            key = (image.data_ptr(), tuple(image.shape))
+            if key not in seen:
+                seen[key] = vae_io.encode(self.vae, image, sample=False).to(self.dtype)
+            latents.append(seen[key])
+        to = lambda t: t.to(self.device)  # noqa: E731
+        return ConditionBatch(to(data["input_ids"]), to(data["attention_mask"]), to(data["position_ids"]),
+                              data["input_image_sizes"], [to(l) for l in latents], len(prompts))
+
+    @torch.inference_mode()
+    def decode(self, latents: torch.Tensor) -> torch.Tensor:
+        """Latents -> pixels (B, 3, H, W) in [0, 1]."""
+        self.place_for("vae")
+        return vae_io.decode(self.vae, latents)
+
+    def postprocess(self, latents: torch.Tensor, output_type: str) -> list:
+        if output_type == "latent":
+            return list(latents.cpu())
+        pixels = self.decode(latents)
+        if output_type == "pt":
+            return list(pixels.cpu())
+        if output_type == "np":
+            return list(pixels.permute(0, 2, 3, 1).cpu().numpy())
+        return vae_io.to_pil(pixels)
+
+    def place_for(self, stage: str) -> None:
+        """With offload='model' only the running part sits on the accelerator; 'sequential' streams layers."""
+        if self.device.type == "cpu" or self.offload is None:
+            return
+        if self.offload == "model":
+            self.vae.to(self.device if stage == "vae" else "cpu")
+            self.transformer.to(self.device if stage == "transformer" else "cpu")
+        elif self.offload == "sequential":
+            stream_layers(self.transformer, self.device, enabled=stage != "idle")
+            self.vae.to(self.device if stage == "vae" else "cpu")
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
+
+
+def check_settings(steps: int, per_prompt: int, cfg_mode: str, output_type: str, offload) -> None:
+    if not isinstance(steps, int) or steps < 1:
+        raise ValueError(f"num_inference_steps must be a positive whole number, got {steps!r}")
+    if not isinstance(per_prompt, int) or per_prompt < 1:
+        raise ValueError(f"num_images_per_prompt must be at least 1, got {per_prompt!r}")
+    if cfg_mode not in ("batched", "separate"):
+        raise ValueError(f"cfg_mode must be 'batched' or 'separate', got {cfg_mode!r}")
+    if output_type not in OUTPUT_TYPES:
+        raise ValueError(f"output_type must be one of {', '.join(OUTPUT_TYPES)}, got {output_type!r}")
+    if offload not in (None, "model", "sequential"):
+        raise ValueError(f"offload must be None, 'model' or 'sequential', got {offload!r}")
+
+
+def guidance_branches(request: PromptBranches, guidance_scale: float, img_guidance_scale: float) -> int:
+    """1 (no guidance needed), 2 (text guidance) or 3 (text and image guidance)."""
+    if request.img_cond is not None:
+        return 1 if guidance_scale == 1.0 and img_guidance_scale == 1.0 else 3
+    return 1 if guidance_scale == 1.0 else 2
+
+
+def branch_rows(requests: list[PromptBranches], branches: int) -> list:
+    """[cond x n][uncond x n][image-only x n], as combine_guidance expects."""
+    rows = [r.cond for r in requests]
+    if branches >= 2:
+        rows += [r.uncond for r in requests]
+    if branches == 3:
+        rows += [r.img_cond for r in requests]
+    return rows
+
+
+def group_jobs(jobs: list[tuple[int, PromptBranches]]) -> list[list[int]]:
+    """Indices of images that can share a batch: same output size and same guidance layout."""
+    groups: dict[tuple, list[int]] = {}
+    for j, (_, r) in enumerate(jobs):
+        groups.setdefault((r.height, r.width, r.img_cond is not None), []).append(j)
+    return list(groups.values())
+
+
+def image_seeds(seed, count: int) -> list[int | None]:
+    """One seed per image: seed, seed+1, ...; a fresh random seed when none is given."""
+    if isinstance(seed, torch.Generator):
+        return [None] * count
+    if seed is None:
+        seed = random.SystemRandom().randrange(2**31)
+    if not isinstance(seed, int) or seed < 0:
+        raise ValueError(f"seed must be a non-negative whole number or a torch.Generator, got {seed!r}")
+    return [seed + i for i in range(count)]
+
+
+def initial_noise(count: int, channels: int, height: int, width: int, seeds: list[int | None],
+                  generator: torch.Generator | None) -> torch.Tensor:
+    """Gaussian noise drawn on the CPU per image, so a seed gives the same start on every device."""
+    rows = []
+    for seed in seeds:
+        g = generator if generator is not None else torch.Generator().manual_seed(seed)
+        rows.append(torch.randn(1, channels, height, width, generator=g, device=g.device).cpu())
+    return torch.cat(rows).float()
+
+
+def prompt_text(prompt, index: int) -> str:
+    if isinstance(prompt, str):
+        return prompt
+    item = prompt[index] if prompt and not isinstance(prompt[0], str) or len(prompt) > index else prompt
+    if isinstance(item, str):
+        return item
+    return "".join(p if isinstance(p, str) else "<image>" for p in item)
+
+
+def stream_layers(model: OmniGen, device: torch.device, enabled: bool) -> None:
+    """Keep decoder layers on the CPU and move each to `device` only while it runs."""
+    handles = getattr(model, "_stream_handles", [])
+    for handle in handles:
+        handle.remove()
+    model._stream_handles = []
+    for name, module in model.named_children():
+        if name != "llm":
+            module.to(device if enabled else "cpu")
+    model.pos_embed.data = model.pos_embed.data.to(device if enabled else "cpu")
+    model.llm.embed_tokens.to(device if enabled else "cpu")
+    model.llm.norm.to(device if enabled else "cpu")
+    for layer in model.llm.layers:
+        layer.to("cpu")
+        if enabled:
+            model._stream_handles.append(layer.register_forward_pre_hook(lambda m, a: m.to(device)))
+            model._stream_handles.append(layer.register_forward_hook(lambda m, a, o: m.to("cpu")))
