@@ -115,7 +115,7 @@ class OmniGenPipeline:
                  img_guidance_scale: float = 1.6, negative_prompt: str = DEFAULT_NEGATIVE_PROMPT,
                  seed: int | torch.Generator | None = None, latents: torch.Tensor | None = None,
                  num_images_per_prompt: int = 1, use_input_image_size_as_output: bool | int = False,
-                 max_input_image_size: int = 1024, cfg_mode: str = "batched", use_kv_cache: bool = True,
+                 max_input_image_size: int | None = None, cfg_mode: str = "batched", use_kv_cache: bool = True,
                  offload: str | None = None, offload_kv_cache: bool = False, time_shift: float = 1.0,
                  callback: StepCallback | None = None, output_type: str = "pil", progress: bool = True,
                  ) -> OmniGenOutput:
@@ -123,6 +123,8 @@ class OmniGenPipeline:
         of either; `input_images` gives one list of images per prompt (or one list for a single prompt)."""
         check_settings(num_inference_steps, num_images_per_prompt, cfg_mode, output_type, offload)
         height = height or self.native_size
+        if max_input_image_size is None:  # a folder may state its own (the embedded model: its native size)
+            max_input_image_size = self.transformer.config.extra.get("max_input_image_size", 1024)
         width = width or self.native_size
         requests = self.processor(prompt, input_images, height=height, width=width, negative_prompt=negative_prompt,
                                   use_img_guidance=img_guidance_scale != 1.0 or guidance_scale != 1.0,
@@ -146,7 +148,7 @@ class OmniGenPipeline:
         finally:
             bar.close()
             self.place_for("idle")
-        settings = [dict(prompt=prompt_text(prompt, i), negative_prompt=negative_prompt,
+        settings = [dict(prompt=r.prompt, negative_prompt=negative_prompt,
                          num_input_images=len(r.cond.images), height=r.height, width=r.width,
                          num_inference_steps=num_inference_steps, guidance_scale=guidance_scale,
                          img_guidance_scale=img_guidance_scale, seed=seeds[j],
@@ -280,15 +282,6 @@ def initial_noise(count: int, channels: int, height: int, width: int, seeds: lis
         g = generator if generator is not None else torch.Generator().manual_seed(seed)
         rows.append(torch.randn(1, channels, height, width, generator=g, device=g.device).cpu())
     return torch.cat(rows).float()
-
-
-def prompt_text(prompt, index: int) -> str:
-    if isinstance(prompt, str):
-        return prompt
-    item = prompt[index] if prompt and not isinstance(prompt[0], str) or len(prompt) > index else prompt
-    if isinstance(item, str):
-        return item
-    return "".join(p if isinstance(p, str) else "<image>" for p in item)
 
 
 def stream_layers(model: OmniGen, device: torch.device, enabled: bool) -> None:
