@@ -1,0 +1,233 @@
+"""The recipe of the embedded default model: tokenizer, VAE and transformer trained from scratch.
+
+    python -m omnigen.mini.recipe --out assets/omnigen-mini [--work runs/omnigen-mini]
+
+Every stage writes into the work folder and resumes from it, so an interrupted run continues where it
+stopped. The result is an ordinary model folder in the OmniGen-v1 layout (config.json, model.safetensors,
+tokenizer files, vae/), written to a temporary folder and renamed into place at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import shutil
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+
+# Families are drawn in proportion to these weights: the conditioned and extraction tasks are easy
+# (the input nearly determines the output); text-to-image, edits and few-shot need more examples.
+FAMILY_WEIGHTS = {
+    "text_to_image": 3.0, "edit": 3.0, "subject": 1.5, "tryon": 1.5, "pose": 1.0, "pose_extract": 1.0,
+    "depth": 1.0, "depth_extract": 1.0, "edges": 1.0, "edges_extract": 1.0, "segment": 1.5, "restore": 1.0,
+    "fewshot": 2.0,
+}
+
+
+@dataclass
+class Recipe:
+    """Every number that shapes the embedded model; written next to it as recipe.json."""
+
+    seed: int = 0
+    image_size: int = 64
+    vocab_size: int = 1024
+    vae_steps: int = 4000
+    vae_max_minutes: float = 18.0
+    vae_latent_channels: int = 8
+    hidden_size: int = 192
+    num_hidden_layers: int = 6
+    num_attention_heads: int = 6
+    intermediate_size: int = 768
+    pool_per_family: int = 2500
+    steps: int = 12000
+    batch_size: int = 32
+    learning_rate: float = 5e-4
+    warmup_steps: int = 300
+    checkpoint_every: int = 250
+    condition_dropout: float = 0.1
+    image_condition_dropout: float = 0.05
+    edit_weighting: bool = True
+    family_weights: dict = field(default_factory=lambda: dict(FAMILY_WEIGHTS))
+
+
+def log(message: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
+
+
+def train_tokenizer_stage(recipe: Recipe, work: Path) -> Path:
+    from .tasks import corpus
+    from .tokenizer import train_tokenizer
+
+    folder = work / "tokenizer"
+    if not (folder / "tokenizer.json").is_file():
+        log("training the tokenizer")
+        from ..processor import DEFAULT_NEGATIVE_PROMPT
+        train_tokenizer(corpus(400, recipe.seed) + [DEFAULT_NEGATIVE_PROMPT] * 20, folder, recipe.vocab_size)
+    return folder
+
+
+def train_vae_stage(recipe: Recipe, work: Path) -> Path:
+    from .autoencoder import train_vae, world_images
+
+    folder = work / "vae-training"
+    if not (folder / "vae" / "config.json").is_file():
+        log(f"training the VAE ({recipe.vae_steps} steps or {recipe.vae_max_minutes} min)")
+        metrics = train_vae(world_images, folder, recipe.vae_steps, seed=recipe.seed, resume=True,
+                            max_seconds=recipe.vae_max_minutes * 60, latent_channels=recipe.vae_latent_channels,
+                            callback=lambda logs: log(f"vae step {logs['step']} loss {logs['loss']:.4f} "
+                                                      f"psnr {logs['batch_psnr']:.1f} dB"))
+        log(f"VAE: {metrics['psnr']} dB held-out PSNR after {metrics['steps']} steps")
+    return folder / "vae"
+
+
+def sample_pool(recipe: Recipe) -> list:
+    """A fixed, seeded pool of training examples; latents are encoded once for it."""
+    from ..training import Example
+    from .tasks import make_sample
+
+    rng = random.Random(f"pool-{recipe.seed}")
+    total = sum(recipe.family_weights.values())
+    examples = []
+    for family, weight in recipe.family_weights.items():
+        count = round(recipe.pool_per_family * len(recipe.family_weights) * weight / total)
+        for _ in range(count):
+            s = make_sample(family, rng, split="train")
+            examples.append(Example(s.instruction, list(s.input_images), s.output_image))
+    random.Random(recipe.seed).shuffle(examples)
+    return examples
+
+
+def model_config(recipe: Recipe, tokenizer_dir: Path, latent_channels: int) -> dict:
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_dir))
+    vocab = (len(tokenizer) + 63) // 64 * 64
+    head_dim = recipe.hidden_size // recipe.num_attention_heads
+    return {
+        "architectures": ["OmniGen"], "model_type": "phi3", "hidden_size": recipe.hidden_size,
+        "num_hidden_layers": recipe.num_hidden_layers, "num_attention_heads": recipe.num_attention_heads,
+        "num_key_value_heads": recipe.num_attention_heads, "intermediate_size": recipe.intermediate_size,
+        "vocab_size": vocab, "rms_norm_eps": 1e-5, "rope_theta": 10000.0,
+        # Phi-3 'su' scaling with unit factors: the same code path as OmniGen-v1, plain RoPE in effect.
+        "rope_scaling": {"type": "su", "short_factor": [1.0] * (head_dim // 2), "long_factor": [1.0] * (head_dim // 2)},
+        "max_position_embeddings": 4096, "original_max_position_embeddings": 4096,
+        "pad_token_id": tokenizer.pad_token_id, "bos_token_id": tokenizer.bos_token_id,
+        "eos_token_id": tokenizer.eos_token_id, "patch_size": 2, "in_channels": latent_channels,
+        "pos_embed_max_size": 32, "native_image_size": recipe.image_size,
+        "max_input_image_size": recipe.image_size,
+    }
+
+
+def train_transformer_stage(recipe: Recipe, work: Path, tokenizer_dir: Path, vae_dir: Path,
+                            init_from: Path | None, max_minutes: float | None):
+    from ..model import OmniGen
+    from ..processor import OmniGenProcessor
+    from ..training import TrainConfig, latest_checkpoint, train
+    from ..vae import load_vae
+    from ..weights import load_transformer
+
+    vae = load_vae(vae_dir.parent)
+    config = model_config(recipe, tokenizer_dir, vae.config.latent_channels)
+    torch.manual_seed(recipe.seed)
+    model = load_transformer(init_from).requires_grad_(True) if init_from else OmniGen.from_config(config)
+    processor = OmniGenProcessor.from_pretrained(tokenizer_dir, max_input_image_size=recipe.image_size,
+                                                 pad_token_id=config["pad_token_id"])
+    log(f"transformer: {sum(p.numel() for p in model.parameters()) / 1e6:.2f}M parameters; building the pool")
+    examples = sample_pool(recipe)
+    out_dir = work / "transformer"
+    start = time.time()
+    stop = StopAfter(max_minutes, work / "STOP")
+    train_config = TrainConfig(
+        out_dir=str(out_dir), steps=recipe.steps, batch_size=recipe.batch_size,
+        learning_rate=recipe.learning_rate, warmup_steps=recipe.warmup_steps, lr_schedule="cosine",
+        weight_decay=0.01, condition_dropout=recipe.condition_dropout,
+        image_condition_dropout=recipe.image_condition_dropout, edit_weighting=recipe.edit_weighting,
+        checkpoint_every=recipe.checkpoint_every, keep_checkpoints=2, log_every=25, seed=recipe.seed,
+        encode_latents_once=True, resume=latest_checkpoint(out_dir) is not None)
+
+    def report(event: dict) -> None:
+        stop.check()
+        if event["type"] == "step":
+            log(f"step {event['step']}/{recipe.steps} loss {event['loss']:.4f} lr {event['lr']:.2e} "
+                f"eta {event.get('eta_s', 0) / 60:.0f} min")
+        elif event["type"] == "checkpoint":
+            log(f"checkpoint {event['path']}")
+
+    result = train(model, vae, processor, examples, train_config, callback=report, stop=stop.event)
+    log(f"transformer stage: step {result.step} in {(time.time() - start) / 60:.1f} min "
+        f"({'stopped early' if result.stopped else 'complete'})")
+    return model.eval().requires_grad_(False), config, result
+
+
+class StopAfter:
+    """A stop event that fires once a time budget is spent or a STOP file appears in the work folder."""
+
+    def __init__(self, minutes: float | None, stop_file: Path):
+        import threading
+        self.event = threading.Event()
+        self.deadline = time.time() + minutes * 60 if minutes else None
+        self.stop_file = stop_file
+
+    def check(self) -> None:
+        if (self.deadline is not None and time.time() > self.deadline) or self.stop_file.exists():
+            self.event.set()
+
+
+def export(model, config: dict, tokenizer_dir: Path, vae_dir: Path, out: Path, recipe: Recipe, result) -> None:
+    """Write the model folder next to `out`, then swap it into place."""
+    from ..weights import save_transformer
+
+    tmp = out.with_name(out.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    for item in tokenizer_dir.iterdir():
+        if item.is_file():
+            shutil.copy2(item, tmp / item.name)
+    shutil.copytree(vae_dir, tmp / "vae")
+    model.config.extra.update({k: v for k, v in config.items() if k in ("architectures", "model_type",
+                                                                           "bos_token_id", "eos_token_id",
+                                                                           "max_input_image_size")})
+    save_transformer(model, tmp)
+    (tmp / "recipe.json").write_text(json.dumps({"recipe": asdict(recipe), "trained_steps": result.step,
+                                                 "stopped_early": result.stopped}, indent=2))
+    old = out.with_name(out.name + ".old")
+    shutil.rmtree(old, ignore_errors=True)
+    if out.exists():
+        out.rename(old)
+    tmp.rename(out)
+    shutil.rmtree(old, ignore_errors=True)
+    log(f"wrote {out} ({sum(f.stat().st_size for f in out.rglob('*') if f.is_file()) / 2**20:.1f} MB)")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", default="assets/omnigen-mini")
+    parser.add_argument("--work", default="runs/omnigen-mini", help="resumable intermediate state")
+    parser.add_argument("--steps", type=int, help=f"transformer steps (default {Recipe.steps})")
+    parser.add_argument("--max-minutes", type=float, help="stop the transformer stage after this long and export")
+    parser.add_argument("--init-from", type=Path, help="start the transformer from this model folder's weights")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, help="torch threads (1 is faster on a busy 2-core machine)")
+    args = parser.parse_args(argv)
+    recipe = Recipe(seed=args.seed)
+    if args.steps:
+        recipe.steps = args.steps
+    work = Path(args.work)
+    work.mkdir(parents=True, exist_ok=True)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    tokenizer_dir = train_tokenizer_stage(recipe, work)
+    vae_dir = train_vae_stage(recipe, work)
+    model, config, result = train_transformer_stage(recipe, work, tokenizer_dir, vae_dir, args.init_from,
+                                                    args.max_minutes)
+    export(model, config, tokenizer_dir, vae_dir, Path(args.out), recipe, result)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

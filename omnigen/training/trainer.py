@@ -1,0 +1,732 @@
+"""The training loop: rectified-flow fine-tuning of an OmniGen transformer with a frozen VAE.
+
+One script runs on a CPU, one GPU, or several under `accelerate launch`: the model and optimizer go
+through `accelerator.prepare`, backward and clipping through the accelerator, and only the main
+process writes files. Every random choice (data order, condition dropout, t, noise) is drawn from a
+generator seeded by (seed, micro-batch number, purpose), so a resumed run replays exactly what an
+uninterrupted run would have done, on any number of processes.
+
+Layout of `out_dir`:
+    train_config.json                the TrainConfig of the run
+    loss.csv                         step, loss, lr, elapsed_s; one row per logged step, flushed as it goes
+    checkpoints/step-000500/         model.safetensors + config.json (a loadable transformer), optimizer.pt,
+                                     scheduler.pt, rng_state_<rank>.pt, trainer_state.json (written last)
+
+What is trained is decided in one place, `prepare_model` / `trainable_parameters` /
+`save_model_weights` / `load_model_weights`: full fine-tuning here; LoRA plugs in there.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import random
+import shutil
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors.torch import load_file
+from torch import nn
+
+from ..processor import DEFAULT_NEGATIVE_PROMPT, PATCH_PIXELS, OmniGenProcessor, image_to_tensor
+from ..vae import encode as vae_encode
+from ..weights import save_transformer
+from .collator import TrainingBatch, TrainingCollator, prepare_images
+from .dataset import Example, TrainingData, is_finite_dataset
+from .loss import batch_loss_weights, flow_matching_loss, noisy_latents
+
+CHECKPOINTS = "checkpoints"
+TRAINER_STATE = "trainer_state.json"
+MODEL_WEIGHTS = "model.safetensors"
+MIXED_PRECISION = ("no", "fp16", "bf16")
+LR_SCHEDULES = ("constant", "cosine")
+# Purposes of the derived seeds: one independent random stream each.
+DATA_ORDER, DROPOUT, NOISE = 1, 2, 3
+
+
+@dataclass
+class TrainConfig:
+    """Everything a training run needs besides the model, VAE, processor and data."""
+
+    out_dir: str
+    steps: int = 1000  # optimizer steps
+    batch_size: int = 1  # examples per micro-batch and process
+    learning_rate: float = 1e-4
+    warmup_steps: int = 0  # linear warmup from lr/warmup_steps to lr
+    weight_decay: float = 0.0  # AdamW, on matrices only
+    lr_schedule: str = "constant"  # "constant" after warmup, or "cosine" down to 0 at `steps`
+    grad_accumulation: int = 1  # micro-batches per optimizer step
+    mixed_precision: str = "no"  # "no" | "fp16" (needs a GPU) | "bf16"
+    gradient_checkpointing: bool = False
+    condition_dropout: float = 0.1  # probability of training the unconditional branch (text guidance)
+    image_condition_dropout: float = 0.1  # probability of training the image-only branch (image guidance)
+    unconditional_prompt: str = DEFAULT_NEGATIVE_PROMPT  # what the sampler's unconditional branch says
+    edit_weighting: bool = False  # weight changed positions of same-size edits (see loss.py)
+    edit_amplification: float = 4.0
+    edit_threshold: float = 0.1  # mean |z_in - z_out| over channels above which a position "changed"
+    resolution_stages: list[tuple[int, int]] | None = None  # [(start_step, max_image_size)]; None: processor's
+    checkpoint_every: int = 500  # 0: only the final checkpoint
+    keep_checkpoints: int = 0  # how many recent checkpoints to keep; 0 keeps all
+    log_every: int = 1  # a loss.csv row is the mean over the steps since the previous row
+    seed: int = 0
+    max_grad_norm: float | None = 1.0
+    encode_latents_once: bool = False  # encode a finite dataset's images once per resolution stage
+    num_workers: int = 0  # DataLoader workers preparing batches of a finite dataset
+    resume: bool = False  # continue from the latest checkpoint in out_dir
+
+    def check(self) -> None:
+        """Raise a ValueError naming the first setting that cannot work."""
+        for name in ("steps", "batch_size", "grad_accumulation", "log_every"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 1:
+                raise ValueError(f"TrainConfig.{name} must be a whole number of at least 1, got {value!r}")
+        for name in ("warmup_steps", "checkpoint_every", "keep_checkpoints", "num_workers"):
+            if not isinstance(getattr(self, name), int) or getattr(self, name) < 0:
+                raise ValueError(f"TrainConfig.{name} must be a whole number >= 0, got {getattr(self, name)!r}")
+        if not self.learning_rate > 0:
+            raise ValueError(f"TrainConfig.learning_rate must be positive, got {self.learning_rate}")
+        if self.mixed_precision not in MIXED_PRECISION:
+            raise ValueError(f"TrainConfig.mixed_precision must be one of {MIXED_PRECISION}, "
+                             f"got {self.mixed_precision!r}")
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise ValueError(f"TrainConfig.lr_schedule must be one of {LR_SCHEDULES}, got {self.lr_schedule!r}")
+        for name in ("condition_dropout", "image_condition_dropout"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"TrainConfig.{name} must be a probability between 0 and 1, got {getattr(self, name)}")
+        if self.resolution_stages is not None:
+            check_resolution_stages(self.resolution_stages)
+
+
+@dataclass
+class TrainResult:
+    """What a run did: the step it reached, its last logged loss and its last checkpoint."""
+
+    step: int
+    loss: float | None
+    stopped: bool
+    checkpoint: Path | None
+    out_dir: Path
+    losses: list[tuple[int, float]] = field(default_factory=list)  # (step, loss) logged by this call
+
+
+# ----------------------------------------------------------------------------- what is trained (the LoRA hook)
+
+
+def prepare_model(model: nn.Module, config: TrainConfig) -> nn.Module:
+    """Make `model` ready to train. Full fine-tuning: every parameter learns. A LoRA run attaches its
+    adapters and freezes the base here instead; the rest of the trainer only sees `trainable_parameters`."""
+    model.requires_grad_(True)
+    if hasattr(model, "enable_gradient_checkpointing"):
+        model.enable_gradient_checkpointing(config.gradient_checkpointing)
+    return model.train()
+
+
+def trainable_parameters(model: nn.Module) -> list[nn.Parameter]:
+    return [p for p in model.parameters() if p.requires_grad]
+
+
+def save_model_weights(model: nn.Module, folder: Path) -> None:
+    """Full fine-tuning writes the whole transformer: the checkpoint folder loads with `load_transformer`."""
+    save_transformer(model, folder)
+
+
+def load_model_weights(model: nn.Module, folder: Path) -> None:
+    model.load_state_dict(load_file(str(folder / MODEL_WEIGHTS)), strict=True)
+
+
+def build_optimizer(parameters: list[nn.Parameter], config: TrainConfig) -> torch.optim.Optimizer:
+    if not parameters:
+        raise ValueError("the model has no trainable parameters; prepare_model must leave some requiring grad")
+    decay = [p for p in parameters if p.ndim >= 2]  # norms and biases are not decayed
+    no_decay = [p for p in parameters if p.ndim < 2]
+    groups = [{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    return torch.optim.AdamW([g for g in groups if g["params"]], lr=config.learning_rate)
+
+
+def lr_factor(step: int, config: TrainConfig) -> float:
+    """The learning-rate multiplier of optimizer step `step` (0-based)."""
+    if step < config.warmup_steps:
+        return (step + 1) / config.warmup_steps
+    if config.lr_schedule == "cosine":
+        progress = (step - config.warmup_steps) / max(1, config.steps - config.warmup_steps)
+        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+    return 1.0
+
+
+def build_scheduler(optimizer: torch.optim.Optimizer, config: TrainConfig) -> torch.optim.lr_scheduler.LambdaLR:
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(step, config))
+
+
+# ----------------------------------------------------------------------------- randomness and data order
+
+
+def derived_seed(seed: int, *parts: int) -> int:
+    """A well-mixed 63-bit seed for one (seed, micro-batch, purpose) combination."""
+    state = np.random.SeedSequence([seed % 2**32, seed // 2**32 % 2**32, *parts]).generate_state(2, dtype=np.uint32)
+    return (int(state[0]) << 31) ^ int(state[1])
+
+
+def check_resolution_stages(stages: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    stages = sorted((int(start), int(size)) for start, size in stages)
+    if not stages or stages[0][0] != 0:
+        raise ValueError(f"resolution_stages must start at step 0, got {stages}; e.g. [(0, 256), (1000, 512)]")
+    if any(size < PATCH_PIXELS for _, size in stages):
+        raise ValueError(f"every resolution stage needs a max_image_size of at least {PATCH_PIXELS}, got {stages}")
+    return stages
+
+
+def resolution_at(stages: list[tuple[int, int]], step: int) -> int:
+    """The max image size of the stage that optimizer step `step` (0-based) belongs to."""
+    return [size for start, size in stages if start <= step][-1]
+
+
+class DataOrder:
+    """Which examples global micro-batch g holds: epoch-wise permutations of a finite dataset."""
+
+    def __init__(self, dataset_size: int, batch_size: int, seed: int):
+        if dataset_size == 0:
+            raise ValueError("the training data is empty; give at least one example")
+        self.size, self.batch_size, self.seed = dataset_size, batch_size, seed
+        self._epoch, self._permutation = -1, None
+
+    def indices(self, g: int) -> list[int]:
+        return [self.index_at(position) for position in range(g * self.batch_size, (g + 1) * self.batch_size)]
+
+    def index_at(self, position: int) -> int:
+        epoch = position // self.size
+        if epoch != self._epoch:
+            generator = torch.Generator().manual_seed(derived_seed(self.seed, epoch, DATA_ORDER))
+            self._epoch, self._permutation = epoch, torch.randperm(self.size, generator=generator).tolist()
+        return self._permutation[position % self.size]
+
+
+@dataclass
+class BatchPlan:
+    """What every process agrees on to build micro-batch g: sizes, counts, seeds and stages."""
+
+    batch_size: int
+    grad_accumulation: int
+    num_processes: int
+    rank: int
+    seed: int
+    stages: list[tuple[int, int]]
+
+    def micro_batches(self, start_step: int, end_step: int) -> list[int]:
+        """This process's global micro-batch numbers for optimizer steps start_step..end_step-1, in order."""
+        per_step = self.grad_accumulation * self.num_processes
+        return [g for g in range(start_step * per_step, end_step * per_step) if g % self.num_processes == self.rank]
+
+    def step_of(self, g: int) -> int:
+        return g // (self.grad_accumulation * self.num_processes)
+
+
+class FiniteMicroBatches(torch.utils.data.Dataset):
+    """Item g is global micro-batch g of a finite dataset; a DataLoader's workers can build them."""
+
+    def __init__(self, data: Any, collator: TrainingCollator, plan: BatchPlan):
+        self.data, self.collator, self.plan = data, collator, plan
+        self.order = DataOrder(len(data), plan.batch_size, plan.seed)
+
+    def __getitem__(self, g: int) -> tuple[int, TrainingBatch]:
+        indices = self.order.indices(g)
+        rng = random.Random(derived_seed(self.plan.seed, g, DROPOUT))
+        size = resolution_at(self.plan.stages, self.plan.step_of(g))
+        return g, self.collator([self.data[i] for i in indices], size, rng, example_keys=indices)
+
+
+def _unchanged(item: Any) -> Any:
+    return item
+
+
+def finite_batches(data: Any, collator: TrainingCollator, plan: BatchPlan, start_step: int, end_step: int,
+                   num_workers: int) -> Iterator[tuple[int, TrainingBatch]]:
+    source = FiniteMicroBatches(data, collator, plan)
+    numbers = plan.micro_batches(start_step, end_step)
+    if num_workers == 0:
+        return (source[g] for g in numbers)
+    loader = torch.utils.data.DataLoader(source, batch_size=None, sampler=numbers, num_workers=num_workers,
+                                         collate_fn=_unchanged)
+    return iter(loader)
+
+
+def streamed_batches(data: Any, collator: TrainingCollator, plan: BatchPlan, start_step: int,
+                     end_step: int) -> Iterator[tuple[int, TrainingBatch]]:
+    """Micro-batches of an iterable read in order. Every process reads the whole stream and keeps its own
+    micro-batches; a resumed run first skips (now, not lazily) the examples already used."""
+    examples = iter(data)
+    per_step = plan.grad_accumulation * plan.num_processes
+    _take(examples, start_step * per_step * plan.batch_size)
+    return _stream(examples, collator, plan, range(start_step * per_step, end_step * per_step))
+
+
+def _stream(examples: Iterator[Example], collator: TrainingCollator, plan: BatchPlan,
+            numbers: range) -> Iterator[tuple[int, TrainingBatch]]:
+    for g in numbers:
+        batch = _take(examples, plan.batch_size)
+        if g % plan.num_processes == plan.rank:
+            rng = random.Random(derived_seed(plan.seed, g, DROPOUT))
+            yield g, collator(batch, resolution_at(plan.stages, plan.step_of(g)), rng)
+
+
+def _take(examples: Iterator[Example], count: int) -> list[Example]:
+    taken = [example for _, example in zip(range(count), examples)]
+    if len(taken) < count:
+        raise ValueError("the training data ran out; pass a list or JsonlDataset (reused every epoch) or an "
+                         "endless iterable of Examples")
+    return taken
+
+
+# ----------------------------------------------------------------------------- latents
+
+
+class LatentCache:
+    """VAE latents of a finite dataset's images, on the CPU, keyed by (example, image, stage size, h, w)."""
+
+    def __init__(self):
+        self.latents: dict[tuple, torch.Tensor] = {}
+        self.stage_size: int | None = None
+
+    def start_stage(self, vae, data: Any, max_image_size: int, batch_size: int = 16) -> None:
+        """Encode every image of `data` as the collator will prepare it at this stage (older stages are dropped)."""
+        self.latents = {k: v for k, v in self.latents.items() if k[2] == max_image_size}
+        self.stage_size = max_image_size
+        pending: dict[tuple[int, int], list[tuple[tuple, torch.Tensor]]] = {}
+        for index in range(len(data)):
+            output, inputs = prepare_images(data[index], max_image_size)
+            for image_index, picture in [(-1, output), *enumerate(inputs)]:
+                key = (index, image_index, max_image_size, picture.height, picture.width)
+                if key not in self.latents:
+                    pending.setdefault(key[3:], []).append((key, image_to_tensor(picture)))
+            for shape in [s for s, items in pending.items() if len(items) >= batch_size]:
+                self._encode(vae, pending.pop(shape))
+        for items in pending.values():
+            self._encode(vae, items)
+
+    def _encode(self, vae, items: list[tuple[tuple, torch.Tensor]]) -> None:
+        latents = encode_pixels(vae, torch.stack([pixels for _, pixels in items]))
+        for (key, _), latent in zip(items, latents.cpu()):
+            self.latents[key] = latent
+
+    def get(self, key: tuple) -> torch.Tensor | None:
+        return self.latents.get(key)
+
+    def put(self, key: tuple, latent: torch.Tensor) -> None:
+        self.latents[key] = latent.detach().cpu()
+
+
+@torch.no_grad()
+def encode_pixels(vae, pixels: torch.Tensor) -> torch.Tensor:
+    """(B, 3, H, W) in [-1, 1] -> fp32 latents; the posterior mean, so cached and fresh latents agree."""
+    return vae_encode(vae, pixels, sample=False).float()
+
+
+def batch_latents(vae, batch: TrainingBatch, cache: LatentCache | None, max_image_size: int,
+                  device: torch.device) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """Output latents (B, C, h, w) and one (1, C, h, w) latent per input image span, from the cache when it has them."""
+    height, width = batch.output_images.shape[-2:]
+    output_keys = [(key, -1, max_image_size, height, width) for key in batch.example_keys]
+    input_keys = [(batch.example_keys[row], index, max_image_size, *image.shape[-2:])
+                  for (row, index), image in zip(batch.input_image_refs, batch.input_images)]
+    outputs = [_cached_latent(cache, key) for key in output_keys]
+    missing = [row for row, latent in enumerate(outputs) if latent is None]
+    if missing:
+        fresh = encode_pixels(vae, batch.output_images[missing])
+        for row, latent in zip(missing, fresh):
+            outputs[row] = latent
+            _store_latent(cache, output_keys[row], latent)
+    inputs = []
+    for key, image in zip(input_keys, batch.input_images):
+        latent = _cached_latent(cache, key)
+        if latent is None:
+            latent = encode_pixels(vae, image)[0]
+            _store_latent(cache, key, latent)
+        inputs.append(latent[None].to(device))
+    return torch.stack([latent.to(device) for latent in outputs]), inputs
+
+
+def _cached_latent(cache: LatentCache | None, key: tuple) -> torch.Tensor | None:
+    return cache.get(key) if cache is not None and key[0] is not None else None
+
+
+def _store_latent(cache: LatentCache | None, key: tuple, latent: torch.Tensor) -> None:
+    if cache is not None and key[0] is not None:
+        cache.put(key, latent)
+
+
+# ----------------------------------------------------------------------------- one step
+
+
+def predict_velocity(model: nn.Module, batch: TrainingBatch, x_t: torch.Tensor, t: torch.Tensor,
+                     input_latents: list[torch.Tensor]) -> torch.Tensor:
+    """The model's velocity for the noisy output latents, conditioned on the batch's prompts and input images."""
+    inputs, device = batch.model_inputs, x_t.device
+    velocity, _ = model(x_t, t, input_ids=inputs["input_ids"].to(device), input_img_latents=input_latents or None,
+                        input_image_sizes=inputs["input_image_sizes"],
+                        attention_mask=inputs["attention_mask"].to(device),
+                        position_ids=inputs["position_ids"].to(device))
+    return velocity
+
+
+def training_loss(model: nn.Module, vae, batch: TrainingBatch, config: TrainConfig, generator: torch.Generator,
+                  cache: LatentCache | None, max_image_size: int, device: torch.device) -> torch.Tensor:
+    """Encode the images, noise the output latents, predict the velocity and score it."""
+    output_latents, input_latents = batch_latents(vae, batch, cache, max_image_size, device)
+    patch = getattr(getattr(model, "module", model), "config").patch_size
+    tokens = (output_latents.shape[-2] // patch) * (output_latents.shape[-1] // patch)
+    reserved = batch.model_inputs["attention_mask"].shape[-1] - batch.model_inputs["condition_length"] - 1
+    if tokens != reserved:
+        raise ValueError(f"the output latent has {tokens} patches but the prompt reserves {reserved} slots: the VAE's "
+                         f"downsampling factor times the patch size must be {PATCH_PIXELS}")
+    noisy = noisy_latents(output_latents, generator)
+    velocity = predict_velocity(model, batch, noisy["x_t"], noisy["t"], input_latents)
+    weights = None
+    if config.edit_weighting:
+        edit_latents = [input_latents[span][0] if span is not None else None for span in batch.edit_inputs]
+        weights = batch_loss_weights(output_latents, edit_latents, config.edit_threshold, config.edit_amplification)
+    return flow_matching_loss(velocity, noisy["target"], weights)
+
+
+def optimizer_step(accelerator, model: nn.Module, vae, optimizer, parameters: list[nn.Parameter],
+                   batches: Iterator[tuple[int, TrainingBatch]], config: TrainConfig, cache: LatentCache | None,
+                   max_image_size: int) -> torch.Tensor:
+    """grad_accumulation micro-batches, then one optimizer update; returns the mean micro-batch loss."""
+    losses = []
+    for _ in range(config.grad_accumulation):
+        g, batch = next(batches)
+        generator = torch.Generator().manual_seed(derived_seed(config.seed, g, NOISE))
+        with accelerator.accumulate(model):
+            loss = training_loss(model, vae, batch, config, generator, cache, max_image_size, accelerator.device)
+            accelerator.backward(loss)
+            if accelerator.sync_gradients and config.max_grad_norm:
+                accelerator.clip_grad_norm_(parameters, config.max_grad_norm)
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+        losses.append(loss.detach())
+    return torch.stack(losses).mean()
+
+
+# ----------------------------------------------------------------------------- checkpoints
+
+
+def checkpoint_dir(out_dir: Path, step: int) -> Path:
+    return out_dir / CHECKPOINTS / f"step-{step:06d}"
+
+
+def list_checkpoints(out_dir: str | os.PathLike) -> list[Path]:
+    """Complete checkpoints (their trainer_state.json, written last, exists), oldest first."""
+    folder = Path(out_dir) / CHECKPOINTS
+    if not folder.is_dir():
+        return []
+    return sorted((p for p in folder.glob("step-*") if (p / TRAINER_STATE).is_file()), key=lambda p: p.name)
+
+
+def latest_checkpoint(out_dir: str | os.PathLike) -> Path | None:
+    found = list_checkpoints(out_dir)
+    return found[-1] if found else None
+
+
+def rng_state() -> dict:
+    numpy_state = np.random.get_state()
+    return {"python": random.getstate(), "torch": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+            "numpy": (numpy_state[0], torch.from_numpy(numpy_state[1].astype(np.int64)), *numpy_state[2:])}
+
+
+def restore_rng_state(state: dict) -> None:
+    random.setstate(state["python"])
+    torch.set_rng_state(state["torch"])
+    if state["cuda"] and torch.cuda.is_available() and len(state["cuda"]) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(state["cuda"])
+    name, keys, *rest = state["numpy"]
+    np.random.set_state((name, keys.numpy().astype(np.uint32), *rest))
+
+
+def save_checkpoint(accelerator, model: nn.Module, optimizer, scheduler, trainer_state: dict, out_dir: Path,
+                    keep: int) -> Path:
+    """Write a checkpoint into a hidden temporary folder, then rename it: a checkpoint is whole or absent."""
+    folder = checkpoint_dir(out_dir, trainer_state["step"])
+    scratch = folder.with_name(f".{folder.name}.tmp")
+    if accelerator.is_main_process:
+        shutil.rmtree(scratch, ignore_errors=True)
+        scratch.mkdir(parents=True)
+    accelerator.wait_for_everyone()
+    torch.save(rng_state(), scratch / f"rng_state_{accelerator.process_index}.pt")
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        save_model_weights(accelerator.unwrap_model(model), scratch)
+        torch.save(optimizer.state_dict(), scratch / "optimizer.pt")
+        torch.save(scheduler.state_dict(), scratch / "scheduler.pt")
+        if accelerator.scaler is not None:
+            torch.save(accelerator.scaler.state_dict(), scratch / "scaler.pt")
+        (scratch / TRAINER_STATE).write_text(json.dumps(trainer_state, indent=2), encoding="utf-8")
+        _replace_folder(scratch, folder)
+        _prune_checkpoints(out_dir, keep)
+    accelerator.wait_for_everyone()
+    return folder
+
+
+def _replace_folder(source: Path, target: Path) -> None:
+    if target.exists():  # a re-run of the same step: move the old one aside, never delete before the new is in place
+        old = target.with_name(f".{target.name}.old")
+        shutil.rmtree(old, ignore_errors=True)
+        os.replace(target, old)
+        os.replace(source, target)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(source, target)
+
+
+def _prune_checkpoints(out_dir: Path, keep: int) -> None:
+    if keep > 0:
+        for old in list_checkpoints(out_dir)[:-keep]:
+            shutil.rmtree(old, ignore_errors=True)
+
+
+def load_checkpoint(folder: Path, accelerator, model: nn.Module, optimizer, scheduler) -> dict:
+    """Restore model, optimizer, scheduler and scaler; returns the trainer state (step, elapsed_s). The RNG
+    states are restored by `load_rng_state` once the data stream is positioned (it may draw from them)."""
+    load_model_weights(accelerator.unwrap_model(model), folder)
+    optimizer.load_state_dict(torch.load(folder / "optimizer.pt", map_location="cpu", weights_only=True))
+    scheduler.load_state_dict(torch.load(folder / "scheduler.pt", map_location="cpu", weights_only=True))
+    if accelerator.scaler is not None and (folder / "scaler.pt").is_file():
+        accelerator.scaler.load_state_dict(torch.load(folder / "scaler.pt", map_location="cpu", weights_only=True))
+    return json.loads((folder / TRAINER_STATE).read_text(encoding="utf-8"))
+
+
+def load_rng_state(folder: Path, rank: int) -> None:
+    rng_file = folder / f"rng_state_{rank}.pt"
+    if rng_file.is_file():
+        restore_rng_state(torch.load(rng_file, map_location="cpu", weights_only=True))
+
+
+# ----------------------------------------------------------------------------- the loss log
+
+
+class LossLog:
+    """out_dir/loss.csv (step, loss, lr, elapsed_s), flushed per row so a UI can plot it during the run."""
+
+    HEADER = ["step", "loss", "lr", "elapsed_s"]
+
+    def __init__(self, path: Path, resume_step: int | None, enabled: bool):
+        self.file = None
+        if not enabled:
+            return
+        rows = read_loss_log(path) if resume_step is not None and path.is_file() else []
+        kept = [row for row in rows if row["step"] <= resume_step] if resume_step is not None else []
+        self.file = open(path, "w", newline="", encoding="utf-8")  # rows past the checkpoint are redone
+        self.writer = csv.writer(self.file)
+        self.writer.writerow(self.HEADER)
+        for row in kept:
+            self.writer.writerow([row[name] for name in self.HEADER])
+        self.file.flush()
+
+    def write(self, step: int, loss: float, lr: float, elapsed_s: float) -> None:
+        if self.file is not None:
+            self.writer.writerow([step, f"{loss:.6g}", f"{lr:.6g}", f"{elapsed_s:.2f}"])
+            self.file.flush()
+
+    def close(self) -> None:
+        if self.file is not None:
+            self.file.close()
+            self.file = None
+
+
+def read_loss_log(path: str | os.PathLike) -> list[dict]:
+    """The rows of a loss.csv as dicts with int step and float loss, lr and elapsed_s."""
+    with open(path, newline="", encoding="utf-8") as f:
+        return [{"step": int(row["step"]), "loss": float(row["loss"]), "lr": float(row["lr"]),
+                 "elapsed_s": float(row["elapsed_s"])} for row in csv.DictReader(f)]
+
+
+# ----------------------------------------------------------------------------- the run
+
+
+def make_accelerator(config: TrainConfig):
+    """An Accelerator for this run. In a single process, a fresh one per call (a studio trains many times)."""
+    from accelerate import Accelerator, DistributedDataParallelKwargs
+    from accelerate.state import AcceleratorState, GradientState
+
+    if int(os.environ.get("WORLD_SIZE", "1")) == 1:
+        # accelerate keeps its settings in process-wide singletons; a second run with another precision or
+        # accumulation would be refused or silently get the first run's settings.
+        AcceleratorState._reset_state(reset_partial_state=True)
+        GradientState._reset_state()
+    if config.mixed_precision == "fp16" and not torch.cuda.is_available():
+        raise ValueError("mixed_precision='fp16' needs a CUDA GPU; use 'bf16' or 'no' on this machine")
+    # Batches without input images leave input_x_embedder unused: DDP must not wait for its gradients.
+    return Accelerator(mixed_precision=config.mixed_precision, gradient_accumulation_steps=config.grad_accumulation,
+                       step_scheduler_with_optimizer=False,
+                       kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)])
+
+
+def check_out_dir(out_dir: Path, resume: bool) -> Path | None:
+    """The checkpoint to resume from, or None for a fresh run; refuses to mix a fresh run into an old one."""
+    latest = latest_checkpoint(out_dir)
+    if resume:
+        return latest
+    if latest is not None:
+        raise ValueError(f"{out_dir} already holds checkpoints of a run (latest {latest.name}); pass resume=True "
+                         "to continue it, or choose another out_dir")
+    return None
+
+
+def make_batches(data: Any, collator: TrainingCollator, plan: BatchPlan, start_step: int, config: TrainConfig):
+    if is_finite_dataset(data):
+        return finite_batches(data, collator, plan, start_step, config.steps, config.num_workers)
+    return streamed_batches(data, collator, plan, start_step, config.steps)
+
+
+def stop_requested(accelerator, stop: threading.Event | None) -> bool:
+    """True on every process once the main process's stop event is set."""
+    if stop is not None and stop.is_set():
+        accelerator.set_trigger()
+    return accelerator.check_trigger()
+
+
+def train(model: nn.Module, vae, processor: OmniGenProcessor, data: TrainingData, config: TrainConfig,
+          callback: Callable[[dict], None] | None = None, stop: threading.Event | None = None,
+          resume: bool | None = None) -> TrainResult:
+    """Train `model` (in place) on `data`: a JsonlDataset, a list of Examples, or an iterable of Examples.
+
+    `callback(event)` gets {"type": "step", step, loss, lr, eta_s, elapsed_s} every log_every steps,
+    {"type": "checkpoint", step, path} and finally {"type": "done", step, stopped, checkpoint}. Setting
+    `stop` ends the run after the current step with a checkpoint. `resume` (default config.resume)
+    continues from the latest checkpoint in config.out_dir.
+    """
+    config.check()
+    resume = config.resume if resume is None else resume
+    if hasattr(data, "validate"):
+        data.validate()  # every bad line is reported before anything is written or loaded
+    if config.encode_latents_once and not is_finite_dataset(data):
+        raise ValueError("encode_latents_once needs a finite dataset (a list or JsonlDataset) to encode up front; "
+                         "set it to False for a generator of examples")
+    out_dir = Path(config.out_dir)
+    checkpoint = check_out_dir(out_dir, resume)
+    accelerator = make_accelerator(config)
+    run = _Run(accelerator, model, vae, processor, data, config, callback, stop)
+    try:
+        return run.execute(checkpoint)
+    except torch.cuda.OutOfMemoryError as error:
+        raise RuntimeError(f"out of GPU memory while training ({error}). Lower batch_size or the resolution "
+                           "stage's max_image_size, set gradient_checkpointing=True or mixed_precision='bf16', "
+                           "or train a LoRA instead of the full model") from None
+    finally:
+        run.close()
+
+
+class _Run:
+    """One train() call: the prepared objects, the step counter and the reporting."""
+
+    def __init__(self, accelerator, model: nn.Module, vae, processor: OmniGenProcessor, data: Any,
+                 config: TrainConfig, callback: Callable[[dict], None] | None, stop: threading.Event | None):
+        self.accelerator, self.data, self.config, self.callback, self.stop = accelerator, data, config, callback, stop
+        self.out_dir = Path(config.out_dir)
+        self.stages = check_resolution_stages(config.resolution_stages or [(0, processor.max_input_image_size)])
+        self.collator = TrainingCollator(processor, config.condition_dropout, config.image_condition_dropout,
+                                         config.unconditional_prompt)
+        self.cache = LatentCache() if config.encode_latents_once else None
+        self.vae = vae.requires_grad_(False).eval().to(accelerator.device)
+        model = prepare_model(model, config)
+        self.parameters = trainable_parameters(model)
+        optimizer = build_optimizer(self.parameters, config)
+        self.scheduler = build_scheduler(optimizer, config)
+        self.model, self.optimizer = accelerator.prepare(model, optimizer)
+        self.step, self.elapsed_before, self.saved_step = 0, 0.0, None
+        self.last_checkpoint: Path | None = None
+        self.losses: list[tuple[int, float]] = []
+        self.log: LossLog | None = None
+        self.batches = None
+
+    def execute(self, checkpoint: Path | None) -> TrainResult:
+        if checkpoint is not None:
+            state = load_checkpoint(checkpoint, self.accelerator, self.model, self.optimizer, self.scheduler)
+            self.step, self.elapsed_before = int(state["step"]), float(state["elapsed_s"])
+            self.saved_step, self.last_checkpoint = self.step, checkpoint
+        self.start_files(resumed=checkpoint is not None)
+        plan = BatchPlan(self.config.batch_size, self.config.grad_accumulation, self.accelerator.num_processes,
+                         self.accelerator.process_index, self.config.seed, self.stages)
+        self.batches = make_batches(self.data, self.collator, plan, self.step, self.config)
+        if checkpoint is not None:
+            load_rng_state(checkpoint, self.accelerator.process_index)
+        self.started, self.start_step = time.monotonic(), self.step
+        stopped = self.loop()
+        if self.saved_step != self.step:
+            self.save()
+        self.emit({"type": "done", "step": self.step, "stopped": stopped,
+                   "checkpoint": str(self.last_checkpoint) if self.last_checkpoint else None})
+        last_loss = self.losses[-1][1] if self.losses else None
+        return TrainResult(self.step, last_loss, stopped, self.last_checkpoint, self.out_dir, self.losses)
+
+    def loop(self) -> bool:
+        """Run optimizer steps until config.steps; True when the stop event ended the run early."""
+        window: list[torch.Tensor] = []
+        while self.step < self.config.steps:
+            if stop_requested(self.accelerator, self.stop):
+                return True
+            size = resolution_at(self.stages, self.step)
+            if self.cache is not None and self.cache.stage_size != size:
+                self.cache.start_stage(self.vae, self.data, size)
+            lr = self.scheduler.get_last_lr()[0]
+            window.append(optimizer_step(self.accelerator, self.model, self.vae, self.optimizer, self.parameters,
+                                         self.batches, self.config, self.cache, size))
+            self.scheduler.step()
+            self.step += 1
+            if self.step % self.config.log_every == 0 or self.step == self.config.steps:
+                self.report(window, lr)
+                window = []
+            if self.config.checkpoint_every and self.step % self.config.checkpoint_every == 0:
+                self.save()
+        return False
+
+    def elapsed(self) -> float:
+        return self.elapsed_before + time.monotonic() - self.started
+
+    def report(self, window: list[torch.Tensor], lr: float) -> None:
+        loss = self.accelerator.reduce(torch.stack(window).mean(), reduction="mean").item()
+        if not math.isfinite(loss):
+            raise FloatingPointError(f"the loss became {loss} at step {self.step}; lower learning_rate, or use "
+                                     "mixed_precision='bf16' instead of 'fp16'")
+        done = self.step - self.start_step
+        eta = (time.monotonic() - self.started) / done * (self.config.steps - self.step)
+        self.losses.append((self.step, loss))
+        self.log.write(self.step, loss, lr, self.elapsed())
+        self.emit({"type": "step", "step": self.step, "loss": loss, "lr": lr, "eta_s": eta,
+                   "elapsed_s": self.elapsed()})
+
+    def save(self) -> None:
+        state = {"step": self.step, "elapsed_s": self.elapsed(),
+                 "loss": self.losses[-1][1] if self.losses else None, "config": asdict(self.config)}
+        path = save_checkpoint(self.accelerator, self.model, self.optimizer, self.scheduler, state, self.out_dir,
+                               self.config.keep_checkpoints)
+        self.saved_step, self.last_checkpoint = self.step, path
+        self.emit({"type": "checkpoint", "step": self.step, "path": str(path)})
+
+    def start_files(self, resumed: bool) -> None:
+        main = self.accelerator.is_main_process
+        if main:
+            self.out_dir.mkdir(parents=True, exist_ok=True)
+            (self.out_dir / "train_config.json").write_text(json.dumps(asdict(self.config), indent=2), encoding="utf-8")
+        self.log = LossLog(self.out_dir / "loss.csv", self.step if resumed else None, enabled=main)
+
+    def emit(self, event: dict) -> None:
+        if self.callback is not None and self.accelerator.is_main_process:
+            self.callback(event)
+
+    def close(self) -> None:
+        """Close the log, end data workers, and give the model back ready for inference."""
+        if self.log is not None:
+            self.log.close()
+        self.batches = None
+        model = self.accelerator.unwrap_model(self.model, keep_fp32_wrapper=False)
+        if hasattr(model, "enable_gradient_checkpointing"):
+            model.enable_gradient_checkpointing(False)
+        model.eval().requires_grad_(False)
+        self.accelerator.free_memory()
