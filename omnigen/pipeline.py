@@ -110,6 +110,38 @@ class OmniGenPipeline:
         """tqdm options for the step bar, e.g. disable=True."""
         self.progress_bar_config = kwargs
 
+    # LoRA adapters (omnigen/lora.py, imported here so that peft loads only when adapters are used).
+    # `self.loras` (name -> scale of the adapters that change the output) goes into every image's settings.
+
+    def load_lora(self, path: str | os.PathLike, name: str | None = None, scale: float = 1.0) -> str:
+        """Attach a LoRA adapter folder (peft layout; the official OmniGen fine-tuning output loads as is) and
+        return its name, by default the folder's. One for another base model is refused, nothing changed."""
+        from . import lora
+        name = lora.load_lora(self.transformer, path, name=name, scale=scale)
+        self.loras = lora.active_lora_scales(self.transformer)
+        return name
+
+    def set_lora_scales(self, scales: dict[str, float]) -> None:
+        """Scale each named adapter; 0 switches it off."""
+        from . import lora
+        lora.set_lora_scales(self.transformer, scales)
+        self.loras = lora.active_lora_scales(self.transformer)
+
+    def unload_lora(self, name: str | None = None) -> None:
+        """Remove one adapter, or all of them: the transformer is the base model again."""
+        from . import lora
+        lora.unload_lora(self.transformer, name)
+        self.loras = lora.active_lora_scales(self.transformer)
+
+    def merge_lora(self) -> None:
+        """Fold the active adapters into the weights so that steps cost what the base costs."""
+        from . import lora
+        lora.merge_lora(self.transformer)
+
+    def unmerge_lora(self) -> None:
+        from . import lora
+        lora.unmerge_lora(self.transformer)
+
     def __call__(self, prompt: str | Sequence, input_images: Sequence | None = None, *, height: int | None = None,
                  width: int | None = None, num_inference_steps: int = 50, guidance_scale: float = 2.5,
                  img_guidance_scale: float = 1.6, negative_prompt: str = DEFAULT_NEGATIVE_PROMPT,
