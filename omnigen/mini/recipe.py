@@ -36,14 +36,18 @@ class Recipe:
     seed: int = 0
     image_size: int = 64
     vocab_size: int = 1024
-    vae_steps: int = 4000
-    vae_max_minutes: float = 18.0
+    vae_steps: int = 6000
+    vae_max_minutes: float = 22.0
     vae_latent_channels: int = 8
+    vae_widths: tuple = (16, 32, 64, 64)
+    vae_batch_size: int = 16
+    vae_lr: float = 2e-3
+    vae_pool_size: int = 8000
     hidden_size: int = 192
     num_hidden_layers: int = 6
     num_attention_heads: int = 6
     intermediate_size: int = 768
-    pool_per_family: int = 2500
+    pool_per_family: int = 1500
     steps: int = 12000
     batch_size: int = 32
     learning_rate: float = 5e-4
@@ -77,8 +81,10 @@ def train_vae_stage(recipe: Recipe, work: Path) -> Path:
     folder = work / "vae-training"
     if not (folder / "vae" / "config.json").is_file():
         log(f"training the VAE ({recipe.vae_steps} steps or {recipe.vae_max_minutes} min)")
-        metrics = train_vae(world_images, folder, recipe.vae_steps, seed=recipe.seed, resume=True,
-                            max_seconds=recipe.vae_max_minutes * 60, latent_channels=recipe.vae_latent_channels,
+        metrics = train_vae(world_images, folder, recipe.vae_steps, batch_size=recipe.vae_batch_size,
+                            lr=recipe.vae_lr, seed=recipe.seed, resume=True, max_seconds=recipe.vae_max_minutes * 60,
+                            latent_channels=recipe.vae_latent_channels, widths=recipe.vae_widths,
+                            pool_size=recipe.vae_pool_size,
                             callback=lambda logs: log(f"vae step {logs['step']} loss {logs['loss']:.4f} "
                                                       f"psnr {logs['batch_psnr']:.1f} dB"))
         log(f"VAE: {metrics['psnr']} dB held-out PSNR after {metrics['steps']} steps")
@@ -100,6 +106,38 @@ def sample_pool(recipe: Recipe) -> list:
             examples.append(Example(s.instruction, list(s.input_images), s.output_image))
     random.Random(recipe.seed).shuffle(examples)
     return examples
+
+
+def _png(image) -> bytes:
+    import io
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def _unpng(data: bytes):
+    import io
+
+    from PIL import Image
+    return Image.open(io.BytesIO(data)).convert("RGB")
+
+
+def load_or_build_pool(recipe: Recipe, work: Path) -> list:
+    """The pool, rendered once and kept as PNG bytes in the work folder (rendering is the slow part)."""
+    import pickle
+
+    from ..training import Example
+
+    path = work / f"pool-{recipe.seed}-{recipe.pool_per_family}.pkl"
+    if not path.is_file():
+        log(f"rendering the training pool ({recipe.pool_per_family} per family on average)")
+        rows = [(e.instruction, [_png(i) for i in e.input_images], _png(e.output_image)) for e in sample_pool(recipe)]
+        tmp = path.with_suffix(".tmp")
+        tmp.write_bytes(pickle.dumps(rows))
+        tmp.replace(path)
+    rows = pickle.loads(path.read_bytes())
+    log(f"pool: {len(rows)} examples")
+    return [Example(text, [_unpng(b) for b in inputs], _unpng(output)) for text, inputs, output in rows]
 
 
 def model_config(recipe: Recipe, tokenizer_dir: Path, latent_channels: int) -> dict:
@@ -138,7 +176,7 @@ def train_transformer_stage(recipe: Recipe, work: Path, tokenizer_dir: Path, vae
     processor = OmniGenProcessor.from_pretrained(tokenizer_dir, max_input_image_size=recipe.image_size,
                                                  pad_token_id=config["pad_token_id"])
     log(f"transformer: {sum(p.numel() for p in model.parameters()) / 1e6:.2f}M parameters; building the pool")
-    examples = sample_pool(recipe)
+    examples = load_or_build_pool(recipe, work)
     out_dir = work / "transformer"
     start = time.time()
     stop = StopAfter(max_minutes, work / "STOP")
@@ -212,6 +250,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-minutes", type=float, help="stop the transformer stage after this long and export")
     parser.add_argument("--init-from", type=Path, help="start the transformer from this model folder's weights")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--pool-only", action="store_true", help="only render the training pool, then exit")
     parser.add_argument("--threads", type=int, help="torch threads (1 is faster on a busy 2-core machine)")
     args = parser.parse_args(argv)
     recipe = Recipe(seed=args.seed)
@@ -221,6 +260,9 @@ def main(argv: list[str] | None = None) -> int:
     work.mkdir(parents=True, exist_ok=True)
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.pool_only:
+        load_or_build_pool(recipe, work)
+        return 0
     tokenizer_dir = train_tokenizer_stage(recipe, work)
     vae_dir = train_vae_stage(recipe, work)
     model, config, result = train_transformer_stage(recipe, work, tokenizer_dir, vae_dir, args.init_from,
