@@ -144,9 +144,6 @@ def measure(impl: str, case: str, model_dir: str, size: int, steps: int) -> dict
         twin.load_state_dict(official_to_diffusers(pipe.transformer.state_dict(), pipe.transformer.config))
         del pipe.transformer
         go = lambda: run_diffusers(pipe, twin, prompt, images, size, steps)  # noqa: E731
-    go_warm = lambda: None  # noqa: E731
-    run_small = steps  # one untimed warm-up run of 2 steps settles allocator and thread pools
-    (run_ours if impl == "ours" else None)
     with PeakMemory() as mem:
         start = time.perf_counter()
         go()

@@ -379,6 +379,66 @@ def finish_vae(vae, images: ImageSource, out_dir: Path, seed: int, metrics: dict
 
 
 # ----------------------------------------------------------------------------------------------
+# Decoder fine-tuning: the latent space stays fixed, so it can run beside the transformer's training
+
+
+def finetune_decoder(model_dir: str | os.PathLike, images: ImageSource, max_seconds: float, batch_size: int = 16,
+                     lr: float = 5e-4, seed: int = 0, pool_size: int = 8000, latent_noise: float = 0.1,
+                     save_every_seconds: float = 300.0, edge_weight: float = 1.0,
+                     callback: Callable[[dict], None] | None = None) -> dict:
+    """Train only the decoder of model_dir/vae, in place, for `max_seconds`.
+
+    The encoder (and so every latent the transformer learns from) is frozen; the decoder keeps learning
+    to turn those latents into sharper pictures. Latents get a little extra noise (`latent_noise`, in
+    the scaled units the transformer works in) so the decoder also copes with imperfect generations.
+    The folder is rewritten atomically every `save_every_seconds` and at the end; rerunning continues
+    from the last save.
+    """
+    vae = vae_io.load_vae(model_dir)
+    shift, scale = vae_io.latent_scale(vae)
+    rng, generator = random.Random(f"decoder-{seed}"), torch.Generator().manual_seed(seed)
+    pool = render_pool(images, rng, pool_size, vae.config.sample_size)
+    with torch.no_grad():
+        moments = torch.cat([vae.quant_conv(vae.encoder(to_pixels(chunk))) for chunk in pool.split(256)])
+    decoder_parameters = [*vae.decoder.parameters(), *vae.post_quant_conv.parameters()]
+    vae.requires_grad_(False)
+    for p in decoder_parameters:
+        p.requires_grad_(True)
+    vae.train()
+    optimizer = torch.optim.AdamW(decoder_parameters, lr=lr, betas=(0.9, 0.99), weight_decay=0.0)
+    start = last_save = time.time()
+    step, psnr = 0, 0.0
+    while time.time() - start < max_seconds:
+        progress = (time.time() - start) / max_seconds
+        for group in optimizer.param_groups:
+            group["lr"] = learning_rate(lr, step, 1000, progress)  # a fresh optimiser: 50 warm-up steps
+        index = torch.randint(len(pool), (batch_size,), generator=generator)
+        mean, logvar = moments[index].chunk(2, dim=1)
+        z = mean + torch.exp(0.5 * logvar.clamp(-30, 20)) * torch.randn(mean.shape, generator=generator)
+        z = z + latent_noise / scale * torch.randn(z.shape, generator=generator)
+        target = to_pixels(pool[index])
+        recon = vae.decode(z).sample
+        loss = reconstruction_loss(recon, target, edge_weight)["total"]
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(decoder_parameters, 1.0)
+        optimizer.step()
+        step += 1
+        psnr = float(psnr_from_mse(pixel_mse(recon, target)).mean())
+        if callback is not None and step % 50 == 0:
+            callback({"step": step, "loss": loss.item(), "batch_psnr": psnr, "seconds": time.time() - start})
+        if time.time() - last_save > save_every_seconds:
+            save_vae(vae.eval(), Path(model_dir) / "vae")
+            vae.train()
+            last_save = time.time()
+    vae.eval()
+    save_vae(vae, Path(model_dir) / "vae")
+    held_out = images_to_pixels(images(random.Random(f"vae-eval-{seed}"), EVAL_IMAGES))
+    return {"steps": step, "seconds": time.time() - start, "psnr": round(reconstruction_psnr(vae, held_out), 2),
+            "shift_factor": shift, "scaling_factor": scale}
+
+
+# ----------------------------------------------------------------------------------------------
 # The mini world's images and the command line
 
 
@@ -396,7 +456,9 @@ def world_images(rng: random.Random, n: int) -> list[Image.Image]:
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="Train the mini world's VAE (64x64, factor 8).")
     parser.add_argument("--out", required=True, help="output folder; the VAE lands in OUT/vae")
-    parser.add_argument("--steps", type=int, required=True)
+    parser.add_argument("--steps", type=int, default=6000)
+    parser.add_argument("--finetune-decoder", action="store_true",
+                        help="only train the decoder of OUT/vae for --max-seconds (the latent space stays fixed)")
     parser.add_argument("--latent-channels", type=int, default=8)
     parser.add_argument("--widths", type=lambda s: [int(w) for w in s.split(",")], default=list(DEFAULT_WIDTHS),
                         help="four comma-separated block widths, e.g. 16,32,64,64")
@@ -416,6 +478,14 @@ def main(argv: Sequence[str] | None = None) -> None:
         print(f"step {logs['step']:6d}  {logs['seconds']:8.1f}s  lr {logs['lr']:.2e}  loss {logs['loss']:.4f}  "
               f"batch PSNR {logs['batch_psnr']:.2f} dB", flush=True)
 
+    if args.finetune_decoder:
+        metrics = finetune_decoder(args.out, world_images, args.max_seconds or 600, batch_size=args.batch_size,
+                                   seed=args.seed, pool_size=min(args.pool_size, 8000),
+                                   callback=lambda logs: print(f"decoder step {logs['step']:6d}  {logs['seconds']:8.1f}s  "
+                                                               f"loss {logs['loss']:.4f}  batch PSNR "
+                                                               f"{logs['batch_psnr']:.2f} dB", flush=True))
+        print(json.dumps(metrics, indent=2))
+        return
     metrics = train_vae(world_images, args.out, args.steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
                         resume=not args.no_resume, callback=report, max_seconds=args.max_seconds,
                         latent_channels=args.latent_channels, widths=args.widths, pool_size=args.pool_size)

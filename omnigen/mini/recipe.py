@@ -43,6 +43,7 @@ class Recipe:
     vae_batch_size: int = 16
     vae_lr: float = 2e-3
     vae_pool_size: int = 8000
+    decoder_minutes: float = 60.0  # decoder-only training beside the transformer's (when no --max-minutes)
     hidden_size: int = 192
     num_hidden_layers: int = 6
     num_attention_heads: int = 6
@@ -202,6 +203,16 @@ def train_transformer_stage(recipe: Recipe, work: Path, tokenizer_dir: Path, vae
     return model.eval().requires_grad_(False), config, result
 
 
+def decoder_finetune_process(vae_dir: Path, minutes: float, recipe: Recipe, threads: int | None):
+    """Start training the VAE decoder beside the transformer: the encoder, and so the latents, stay fixed."""
+    import subprocess
+    command = [sys.executable, "-m", "omnigen.mini.autoencoder", "--out", str(vae_dir.parent), "--finetune-decoder",
+               "--max-seconds", str(minutes * 60), "--batch-size", str(recipe.vae_batch_size),
+               "--seed", str(recipe.seed)] + (["--threads", str(threads)] if threads else [])
+    log(f"fine-tuning the VAE decoder beside it for {minutes:.0f} min")
+    return subprocess.Popen(command, stdout=open(vae_dir.parent / "decoder.log", "a"), stderr=subprocess.STDOUT)
+
+
 class StopAfter:
     """A stop event that fires once a time budget is spent or a STOP file appears in the work folder."""
 
@@ -265,8 +276,11 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     tokenizer_dir = train_tokenizer_stage(recipe, work)
     vae_dir = train_vae_stage(recipe, work)
+    decoder = decoder_finetune_process(vae_dir, args.max_minutes or recipe.decoder_minutes, recipe, args.threads)
     model, config, result = train_transformer_stage(recipe, work, tokenizer_dir, vae_dir, args.init_from,
                                                     args.max_minutes)
+    if decoder.wait() != 0:
+        raise RuntimeError(f"the decoder fine-tuning failed: see {vae_dir.parent / 'decoder.log'}")
     export(model, config, tokenizer_dir, vae_dir, Path(args.out), recipe, result)
     return 0
 
