@@ -63,6 +63,29 @@ class ConditionBatch:
                     position_ids=self.position_ids)
 
 
+    def row(self, r: int) -> dict:
+        """Model inputs of row r alone, its padding kept, so its cache lines up with the batch's."""
+        spans = self.input_image_sizes or {}
+        first = sum(len(spans.get(b, [])) for b in range(r))
+        own = spans.get(r, [])
+        return dict(input_ids=self.input_ids[r:r + 1], attention_mask=self.attention_mask[r:r + 1],
+                    position_ids=self.position_ids[r:r + 1], input_image_sizes={0: own} if own else {},
+                    input_img_latents=self.input_img_latents[first:first + len(own)])
+
+
+def prefill(model, x: torch.Tensor, timestep: torch.Tensor, batch: ConditionBatch) -> tuple[torch.Tensor, KVCache]:
+    """The first cached step, one row at a time: the same numbers as a batched forward, but the long
+    condition's activations exist for one row at once, so the cache does not add to a batch-sized peak."""
+    outputs, caches = [], []
+    for r in range(batch.rows):
+        out, cache = model(x[r:r + 1], timestep[r:r + 1], **batch.row(r), use_cache=True)
+        outputs.append(out)
+        caches.append(cache)
+    merged = [(torch.cat([c[layer][0] for c in caches]), torch.cat([c[layer][1] for c in caches]))
+              for layer in range(len(caches[0]))]
+    return torch.cat(outputs), merged
+
+
 def velocity(model, x: torch.Tensor, t: float, batches: list[ConditionBatch], caches: list[KVCache | None],
              use_kv_cache: bool, offload_cache: bool) -> torch.Tensor:
     """The model's velocity for every branch row; each batch is one forward (batched or separate CFG)."""
@@ -74,11 +97,13 @@ def velocity(model, x: torch.Tensor, t: float, batches: list[ConditionBatch], ca
         if caches[i] is not None:
             out, _ = model(rows, timestep, attention_mask=batch.attention_mask,
                            position_ids=batch.position_ids, past_key_values=caches[i])
-        else:
-            out, cache = model(rows, timestep, **batch.model_kwargs(), use_cache=use_kv_cache)
-            if cache is not None and offload_cache:
+        elif use_kv_cache:
+            out, cache = prefill(model, rows, timestep, batch)
+            if offload_cache:
                 cache = [(k.to("cpu", non_blocking=True), v.to("cpu", non_blocking=True)) for k, v in cache]
             caches[i] = cache
+        else:
+            out, _ = model(rows, timestep, **batch.model_kwargs())
         outputs.append(out)
     return torch.cat(outputs)
 

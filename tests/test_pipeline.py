@@ -74,7 +74,9 @@ def test_settings_reproduce_the_image(tiny_pipe):
     s = out.settings[1]
     again = tiny_pipe(s["prompt"], height=s["height"], width=s["width"], num_inference_steps=s["num_inference_steps"],
                       guidance_scale=s["guidance_scale"], seed=s["seed"]).images[0]
-    assert np.array_equal(np.asarray(again), np.asarray(out.images[1]))
+    # Alone rather than in a batch of two: BLAS may round a last bit differently, never more.
+    diff = np.abs(np.asarray(again, dtype=int) - np.asarray(out.images[1], dtype=int))
+    assert diff.max() <= 1 and diff.mean() < 0.01
 
 
 def test_random_seed_is_recorded(tiny_pipe):
