@@ -6,7 +6,7 @@ Both sides get the same random mid-size weights, the same token sequences (from 
 own processor needs torchvision, which does not import beside the CPU torch build here) and the same VAE.
 The reference runs every guidance branch in one batch each step with no cache, as diffusers' pipeline does.
 Each (implementation, case) runs in a fresh process, so peak memory is measured alone (RSS above the
-process's level before sampling, polled every 2 ms).
+process's level before sampling, polled every 2 ms, after an untimed one-step warm-up).
 """
 
 from __future__ import annotations
@@ -133,7 +133,7 @@ def measure(impl: str, case: str, model_dir: str, size: int, steps: int) -> dict
     pipe.set_progress_bar_config(disable=True)
     prompt, images = inputs_for(case, size)
     if impl == "ours":
-        go = lambda: run_ours(pipe, prompt, images, size, steps)  # noqa: E731
+        go = lambda n=steps: run_ours(pipe, prompt, images, size, n)  # noqa: E731
     else:
         from diffusers import OmniGenTransformer2DModel
         cfg = official_config_to_diffusers(pipe.transformer.config)
@@ -143,7 +143,10 @@ def measure(impl: str, case: str, model_dir: str, size: int, steps: int) -> dict
         twin = OmniGenTransformer2DModel(**cfg).eval()
         twin.load_state_dict(official_to_diffusers(pipe.transformer.state_dict(), pipe.transformer.config))
         del pipe.transformer
-        go = lambda: run_diffusers(pipe, twin, prompt, images, size, steps)  # noqa: E731
+        go = lambda n=steps: run_diffusers(pipe, twin, prompt, images, size, n)  # noqa: E731
+    # One untimed step first: it pages in the weights (safetensors are memory-mapped, so the first forward
+    # would count them as generation memory) and settles the allocator and thread pools on both sides.
+    go(1)
     with PeakMemory() as mem:
         start = time.perf_counter()
         go()

@@ -37,7 +37,7 @@ class Recipe:
     image_size: int = 64
     vocab_size: int = 1024
     vae_steps: int = 6000
-    vae_max_minutes: float = 22.0
+    vae_max_minutes: float = 55.0
     vae_latent_channels: int = 8
     vae_widths: tuple = (16, 32, 64, 64)
     vae_batch_size: int = 16
