@@ -1,0 +1,79 @@
+"""`python app.py [--model DIR_OR_REPO] [--device] [--dtype] [--offload model|sequential] [--host] [--port] [--share]`
+
+Loads one OmniGenPipeline (the embedded model, or $OMNIGEN_MODEL, or --model) and serves the studio.
+On Hugging Face Spaces the defaults are right as they are: Spaces sets GRADIO_SERVER_NAME/PORT, and
+OMNIGEN_MODEL picks the model.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python app.py", description="OmniGen Studio: generate and edit images "
+                                "from prompts of interleaved text and pictures, in the browser")
+    p.add_argument("--model", default=None,
+                   help="model folder or Hugging Face repo id (default: $OMNIGEN_MODEL or the embedded model)")
+    p.add_argument("--device", default=None, help="cuda, cuda:1, mps, cpu (default: the best available)")
+    p.add_argument("--dtype", default=None, choices=["auto", "float32", "bfloat16", "float16"],
+                   help="default: bfloat16 on CUDA, float32 elsewhere")
+    p.add_argument("--offload", choices=["model", "sequential"], default=None,
+                   help="the page's default offload (saves GPU memory, slower)")
+    p.add_argument("--host", default=None, help="address to listen on (default: $GRADIO_SERVER_NAME or 127.0.0.1)")
+    p.add_argument("--port", type=int, default=None, help="default: $GRADIO_SERVER_PORT or 7860")
+    p.add_argument("--share", action="store_true", help="also serve through a public gradio.live link")
+    p.add_argument("--concurrency", type=int, default=1,
+                   help="GPU jobs (generate, train) that may run at once; more need more memory (default 1)")
+    p.add_argument("--queue-size", type=int, default=64, help="jobs that may wait in the queue (default 64)")
+    p.add_argument("--max-file-size", default="20mb", help="largest upload accepted (default 20mb)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="CPU threads for torch (default: 1 for a small model on the CPU, else torch's choice)")
+    p.add_argument("--output-dir", default=str(Path(tempfile.gettempdir()) / "omnigen-studio"),
+                   help="where results are written; the only folder the page serves files from")
+    args = p.parse_args(argv)
+    if args.concurrency < 1:
+        p.error("--concurrency must be at least 1")
+    if args.model is None:  # resolved here so that --help does not wait for torch to import
+        from omnigen.pipeline import default_model
+
+        args.model = default_model()
+    return args
+
+
+def load_studio(args: argparse.Namespace):
+    from omnigen.pipeline import OmniGenPipeline
+
+    from .engine import Studio
+
+    pipe = OmniGenPipeline.from_pretrained(args.model, device=args.device, dtype=args.dtype)
+    return Studio(pipe, args.output_dir, concurrency_limit=args.concurrency, default_offload=args.offload,
+                  threads=args.threads)
+
+
+def main(argv: Sequence[str] | None = None, extra_tabs: Sequence = ()) -> None:
+    """Parse flags, load the model, launch. `extra_tabs`: tab builders, see app.ui.build_app."""
+    args = parse_args(argv)
+    try:
+        studio = load_studio(args)
+    except (ValueError, FileNotFoundError) as error:
+        print(f"error: could not load the model {args.model!r}: {error}", file=sys.stderr)
+        if not os.environ.get("OMNIGEN_MODEL") and not Path(args.model).exists():
+            print("hint: pass --model DIR_OR_REPO or set OMNIGEN_MODEL (e.g. Shitao/OmniGen-v1); the embedded "
+                  "model is made by `python -m omnigen.mini.recipe --out assets/omnigen-mini`", file=sys.stderr)
+        sys.exit(2)
+    from .ui import build_app, launch_options
+
+    demo = build_app(studio, extra_tabs)
+    demo.queue(max_size=args.queue_size)
+    demo.launch(server_name=args.host, server_port=args.port,
+                **launch_options(studio, max_file_size=args.max_file_size, share=args.share))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,597 @@
+"""The studio page: a header, a Generate tab, any extra tabs, and the hidden API endpoints.
+
+    demo = build_app(studio, extra_tabs=[build_train_tab])   # each builder: (studio) -> None, makes a gr.Tab
+    demo.launch(**launch_options(studio))
+
+Every handler here turns widget values into one call on app.engine (which calls omnigen) and the answer
+back into widget values. Errors a user can cause come back as gr.Error sentences, never stack traces.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import random
+import threading
+from collections.abc import Callable, Sequence
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import gradio as gr
+from PIL import Image
+
+from omnigen.presets import PRESETS, example_settings, examples_for, get_preset, preset_parts
+from omnigen.processor import load_image
+
+from . import history as hist
+from .compose import mask_from_layers
+from .engine import (GPU_QUEUE, MAX_INPUT_IMAGES, DoneEvent, FailedEvent, GenerationJob, StepEvent, Studio,
+                     gpu_job_events, python_snippet, set_studio)
+from .prompt_editing import image_problems, insert_image_tag, move_image, move_item, remove_image, remove_item
+from .prompt_editing import render_prompt_html
+
+TabBuilder = Callable[[Studio], None]
+
+SLOTS = range(1, MAX_INPUT_IMAGES + 1)
+# Page settings, in the order their widgets are passed to handlers.
+FIELDS = ("width", "height", "num_inference_steps", "guidance_scale", "img_guidance_scale", "negative_prompt",
+          "seed", "randomize_seed", "num_images_per_prompt", "max_input_image_size", "output_size", "cfg_mode",
+          "use_kv_cache", "offload", "preview_every")
+
+CSS = """
+#prompt-preview .prompt-render { padding: 8px 10px; border: 1px dashed var(--border-color-primary);
+  border-radius: 8px; line-height: 2.4em; }
+#prompt-preview .prompt-image { display: inline-block; white-space: nowrap; }
+#prompt-preview .prompt-image img { display: inline-block; height: 40px; vertical-align: middle;
+  border-radius: 4px; border: 1px solid var(--border-color-primary); margin: 0; }
+#prompt-preview .prompt-image sup { font-weight: bold; margin-left: 1px; }
+#prompt-preview .prompt-missing { background: #fde2e2; color: #a00; padding: 2px 6px; border-radius: 4px; }
+#prompt-preview .prompt-problems { color: #b00020; margin: 6px 0 0 0; }
+#prompt-preview .prompt-ok { color: #2e7d32; margin-top: 6px; }
+.slot-buttons button { min-width: 0 !important; padding: 2px 6px !important; }
+"""
+
+# Reads the caret of the prompt box so "insert" puts the picture where the user is typing.
+CARET_JS = ("(text, position) => { const box = document.querySelector('#prompt textarea');"
+            " return [text, box && box.selectionStart != null ? box.selectionStart : (text || '').length]; }")
+
+
+# ----------------------------------------------------------------------------- the app
+
+
+def build_app(studio: Studio, extra_tabs: Sequence[TabBuilder] = ()) -> gr.Blocks:
+    """The whole page. Extra tab builders (e.g. LoRA training) each add their own gr.Tab; GPU work in them
+    should use concurrency_id=app.engine.GPU_QUEUE so it queues behind generation."""
+    set_studio(studio)
+    # Uploads (faces, private pictures) are removed from Gradio's cache a day after they arrive.
+    with gr.Blocks(title="OmniGen Studio", delete_cache=(3600, 86400)) as demo:
+        gr.Markdown("# OmniGen Studio")
+        gr.Markdown(studio.header(), elem_id="model-header")
+        with gr.Tabs():
+            with gr.Tab("Generate", id="generate"):
+                build_generate_tab(studio)
+            for builder in extra_tabs:
+                builder(studio)
+        from .api import build_api_endpoints
+
+        build_api_endpoints(studio)
+    return demo
+
+
+def launch_options(studio: Studio, max_file_size: str | int = "20mb", share: bool = False) -> dict[str, Any]:
+    """launch() arguments: no run history (uploads may be private), only the output folder served, an
+    upload size limit, and the page's style. Errors other than gr.Error show as a bare 'Error' (show_error
+    off), so nothing internal reaches the page."""
+    # No server-side rendering: it starts a Node server (seconds of startup) for a page that needs none.
+    return dict(run_history=False, allowed_paths=[str(studio.output_dir)], max_file_size=max_file_size,
+                share=share, css=CSS, ssr_mode=False)
+
+
+# ----------------------------------------------------------------------------- the Generate tab
+
+
+def build_generate_tab(studio: Studio) -> None:
+    """The Generate tab: inputs on the left, results on the right, then the events that join them."""
+    with gr.Row():
+        with gr.Column(scale=3):
+            page = build_input_column(studio)
+        with gr.Column(scale=2):
+            shown = build_output_column()
+    wire_presets(studio, page)
+    wire_prompt_editing(page)
+    wire_mask(page)
+    wire_generation(studio, page, shown)
+
+
+def build_input_column(studio: Studio) -> dict[str, Any]:
+    page: dict[str, Any] = {}
+    page["preset"], page["preset_info"], page["variant"], page["examples"] = build_preset_picker()
+    page["prompt"] = gr.Textbox(PRESETS["text_to_image"].template, lines=3, label="Prompt", elem_id="prompt",
+                                info="Write text; put image k where it belongs with <img><|image_k|></img> "
+                                     "(the 'insert' button under an image does it at the cursor).")
+    page["slots"], page["slot_buttons"], page["caret"] = build_image_slots()
+    page["prompt_view"] = gr.HTML(render_prompt(page["prompt"].value, [None] * MAX_INPUT_IMAGES),
+                                  elem_id="prompt-preview")
+    with gr.Group(visible=False) as page["fewshot_group"]:
+        with gr.Row():
+            page["fewshot_pairs"] = gr.Slider(1, (MAX_INPUT_IMAGES - 1) // 2, value=1, step=1,
+                                              label="Example pairs (input -> output)", elem_id="fewshot-pairs")
+            page["fewshot_build"] = gr.Button("Build the few-shot prompt", elem_id="fewshot-build")
+    page["condition_button"] = gr.Button("Make a condition map from my picture in image 1", visible=False,
+                                         elem_id="make-condition")
+    with gr.Accordion("Edit mask (optional): paint where the edit may change the picture", open=False,
+                      visible=False) as page["mask_group"]:
+        page["mask_load"] = gr.Button("Paint a mask on image 1", elem_id="mask-load")
+        page["mask_editor"] = gr.ImageEditor(
+            type="numpy", image_mode="RGBA", sources=(), transforms=(), layers=False, format="png", label="Mask",
+            elem_id="mask-editor", brush=gr.Brush(colors=["#ff0066"], color_mode="fixed", default_size=8))
+        page["mask_info"] = gr.Markdown("No mask: the whole picture may change.", elem_id="mask-info")
+    with gr.Row():
+        page["generate"] = gr.Button("Generate", variant="primary", elem_id="generate")
+        page["cancel"] = gr.Button("Cancel", variant="stop", elem_id="cancel")
+    page["panel"] = build_settings_panel(studio, studio.defaults())
+    return page
+
+
+def build_output_column() -> dict[str, Any]:
+    shown: dict[str, Any] = {"history": gr.State([]), "selection": gr.State(None)}
+    shown["status"] = gr.Markdown("Ready.", elem_id="status", min_height=56)
+    shown["preview"] = gr.Image(label="Live preview", format="png", interactive=False, height=200,
+                                elem_id="preview")
+    shown["results"] = gr.Gallery(label="Results", format="png", columns=2, height=280, interactive=False,
+                                  buttons=["download", "fullscreen"], elem_id="results")
+    shown["before_after"] = gr.ImageSlider(label="Before / after (image 1 -> result)", format="png",
+                                           visible=False, elem_id="before-after")
+    with gr.Row():
+        shown["use_slot"] = gr.Dropdown([(f"image {k}", k) for k in SLOTS], value=1, label="Send to",
+                                        elem_id="use-slot", scale=1)
+        shown["use_as_input"] = gr.Button("Use as input", elem_id="use-as-input", scale=1)
+        shown["reuse"] = gr.Button("Reuse prompt, images, settings", elem_id="reuse", scale=2)
+        shown["download"] = gr.DownloadButton("Download PNG", visible=False, elem_id="download", scale=1)
+    shown["settings_json"] = gr.JSON(label="Settings of the selected image (also in its PNG)",
+                                     elem_id="settings-json")
+    shown["code"] = gr.Code(language="python", label="Copy as Python", buttons=["copy"], elem_id="python-code")
+    shown["history_gallery"] = gr.Gallery(label="Session history (this tab only)", format="png", columns=4,
+                                          height=200, interactive=False, elem_id="history")
+    return shown
+
+
+RUN_OUTPUTS = ("status", "preview", "results", "before_after", "settings_json", "code", "download", "history",
+               "history_gallery", "selection")
+
+
+def wire_generation(studio: Studio, page: dict, shown: dict) -> None:
+    slots, panel = page["slots"], page["panel"]
+    outputs = {name: shown[name] for name in RUN_OUTPUTS} | {"seed": panel["seed"]}
+    # A mismatch is refused at once, before the job queues behind others for the GPU.
+    checked = page["generate"].click(start_run, [page["prompt"], panel["output_size"], *slots], None,
+                                     concurrency_limit=None, show_progress="hidden", api_visibility="private")
+    checked.success(make_generate_handler(outputs),
+                    [page["preset"], page["prompt"], *slots, page["mask_editor"], *panel.values(), shown["history"]],
+                    list(outputs.values()), concurrency_id=GPU_QUEUE, concurrency_limit=studio.concurrency_limit,
+                    show_progress_on=[shown["status"]], api_name="generate_ui", api_visibility="private")
+    page["cancel"].click(request_stop, None, shown["status"], queue=False, api_visibility="private")
+
+    history, selection = shown["history"], shown["selection"]
+    picked = [selection, shown["settings_json"], shown["code"], shown["download"]]
+    shown["results"].select(select_latest, history, picked, api_visibility="private")
+    shown["history_gallery"].select(select_in_history, history, picked, api_visibility="private")
+    shown["use_as_input"].click(send_to_slot, [selection, history, shown["use_slot"]], slots,
+                                api_visibility="private")
+    shown["reuse"].click(reuse_entry, [selection, history], [page["preset"], page["prompt"], *slots,
+                                                            *panel.values()], api_visibility="private")
+
+
+def wire_mask(page: dict) -> None:
+    editor = page["mask_editor"]
+    page["mask_load"].click(load_mask_background, page["slots"][0], editor, api_visibility="private")
+    # A mask belongs to one picture: a new image 1 clears it rather than confine the edit of another.
+    page["slots"][0].change(lambda: None, None, editor, queue=False, show_progress="hidden",
+                            api_visibility="private")
+    # .input fires when a stroke ends (the editor sends no .change for strokes); .change covers a new picture.
+    for event in (editor.input, editor.change):
+        event(describe_mask, editor, page["mask_info"], show_progress="hidden", trigger_mode="always_last",
+              concurrency_limit=None, api_visibility="private")
+
+
+def build_preset_picker():
+    choices = [(p.title, p.name) for p in PRESETS.values()]
+    preset = gr.Radio(choices, value="text_to_image", label="Task preset", elem_id="preset")
+    preset_info = gr.Markdown(preset_markdown("text_to_image"), elem_id="preset-info")
+    variant = gr.Radio([], label="Variant", visible=False, elem_id="preset-variant")
+    examples = gr.Dataset(components=[gr.Textbox(visible=False)], samples=example_samples("text_to_image"),
+                          type="index", label="Examples (click one to load it)", elem_id="examples",
+                          samples_per_page=4)
+    return preset, preset_info, variant, examples
+
+
+def build_image_slots():
+    slots, buttons = [], []
+    with gr.Row(equal_height=True):
+        for k in SLOTS:
+            with gr.Column(min_width=110):
+                slots.append(gr.Image(type="filepath", image_mode=None, sources=["upload", "clipboard"],
+                                      label=f"image {k}", height=130, format="png", elem_id=f"image-{k}"))
+                with gr.Row(elem_classes="slot-buttons"):
+                    buttons.append((gr.Button("insert", size="sm", elem_id=f"insert-{k}"),
+                                    gr.Button("◀", size="sm", elem_id=f"move-left-{k}", interactive=k > 1),
+                                    gr.Button("✕", size="sm", elem_id=f"remove-{k}")))
+    caret = gr.Number(0, visible=False, precision=0)
+    return slots, buttons, caret
+
+
+def build_settings_panel(studio: Studio, d: dict[str, Any]) -> dict[str, Any]:
+    native = studio.pipe.native_size
+    top = max(2048, 2 * native)
+    panel: dict[str, Any] = {}
+    with gr.Accordion("Settings", open=True):
+        with gr.Row():
+            panel["width"] = gr.Slider(16, top, d["width"], step=16, label="Width", elem_id="width")
+            panel["height"] = gr.Slider(16, top, d["height"], step=16, label="Height", elem_id="height")
+        with gr.Row():
+            panel["num_inference_steps"] = gr.Slider(1, 100, d["num_inference_steps"], step=1, label="Steps",
+                                                     elem_id="steps")
+            panel["guidance_scale"] = gr.Slider(1.0, 5.0, d["guidance_scale"], step=0.1, label="Guidance (text)",
+                                                elem_id="guidance")
+            panel["img_guidance_scale"] = gr.Slider(1.0, 3.0, d["img_guidance_scale"], step=0.1,
+                                                    label="Image guidance", elem_id="img-guidance")
+        with gr.Row():
+            panel["negative_prompt"] = gr.Textbox(d["negative_prompt"], label="Negative prompt", lines=1,
+                                                  elem_id="negative-prompt", scale=3)
+            panel["seed"] = gr.Number(d["seed"], precision=0, minimum=0, label="Seed", elem_id="seed", scale=1)
+            panel["randomize_seed"] = gr.Checkbox(True, label="Random seed", elem_id="randomize-seed", scale=1)
+        with gr.Row():
+            panel["num_images_per_prompt"] = gr.Slider(1, 4, d["num_images_per_prompt"], step=1,
+                                                       label="Number of images", elem_id="num-images")
+            panel["max_input_image_size"] = gr.Slider(16, top, d["max_input_image_size"], step=16,
+                                                      label="Max input image size", elem_id="max-input-size")
+            sizes = [("width x height above", 0)] + [(f"size of image {k}", k) for k in SLOTS]
+            panel["output_size"] = gr.Dropdown(sizes, value=0, label="Output size", elem_id="output-size")
+        with gr.Accordion("Advanced", open=False):
+            with gr.Row():
+                panel["cfg_mode"] = gr.Radio(["batched", "separate"], value=d["cfg_mode"], label="Guidance mode",
+                                             info="separate: one branch at a time, less memory",
+                                             elem_id="cfg-mode")
+                panel["use_kv_cache"] = gr.Checkbox(d["use_kv_cache"], label="KV cache", elem_id="kv-cache")
+                panel["offload"] = gr.Dropdown(["none", "model", "sequential"], value=d["offload"] or "none",
+                                               label="Offload to CPU", elem_id="offload")
+                panel["preview_every"] = gr.Slider(0, 20, 5, step=1, label="Live preview every N steps (0: off)",
+                                                   elem_id="preview-every")
+    assert tuple(panel) == FIELDS
+    return panel
+
+
+# ----------------------------------------------------------------------------- presets and examples
+
+
+def preset_markdown(name: str, labels: Sequence[str] | None = None) -> str:
+    preset = get_preset(name)
+    labels = preset.image_labels if labels is None else labels
+    needs = ", ".join(f"**image {k}**: {label}" for k, label in enumerate(labels, start=1)) or "no input image"
+    tips = "; ".join(f"{key.replace('_', ' ')} = {value}" for key, value in preset.settings.items())
+    return f"{preset.description}  \nNeeds {needs}.  \nRecommended: {tips}."
+
+
+def example_samples(name: str) -> list[list[str]]:
+    return [[example.title or example.prompt] for example in examples_for(name)] or [["(no examples yet)"]]
+
+
+def slot_label_updates(labels: Sequence[str], values: Sequence[str | None] | None = None) -> list[Any]:
+    """Slot widgets labelled with what each image must show; with `values`, also filled."""
+    updates = []
+    for k in SLOTS:
+        label = f"image {k}: {labels[k - 1]}" if k <= len(labels) else f"image {k}"
+        updates.append(gr.Image(label=label) if values is None else gr.Image(values[k - 1], label=label))
+    return updates
+
+
+def wire_presets(studio: Studio, page: dict) -> None:
+    preset, variant, prompt = page["preset"], page["variant"], page["prompt"]
+    slots, panel, examples = page["slots"], page["panel"], page["examples"]
+    recommended = [panel["guidance_scale"], panel["img_guidance_scale"], panel["output_size"]]
+
+    def choose(name: str):
+        chosen = get_preset(name)
+        variants = [label for label, _ in chosen.variants]
+        condition = {"canny": "Make an edge map from my picture in image 1",
+                     "silhouette": "Make a flat depth map (foreground silhouettes) from my picture in image 1"}
+        return [chosen.template, preset_markdown(name),
+                gr.Radio(variants, value=variants[0] if variants else None, visible=bool(variants)),
+                gr.Dataset(samples=example_samples(name)),
+                *settings_updates(chosen.settings), *slot_label_updates(chosen.image_labels),
+                gr.Group(visible=name == "fewshot"),
+                gr.Button(condition.get(chosen.condition, ""), visible=chosen.condition is not None),
+                gr.Accordion(visible=chosen.is_edit)]
+
+    # .input, not .change: a preset restored by "reuse" must not overwrite the restored prompt.
+    preset.input(choose, preset, [prompt, page["preset_info"], variant, examples, *recommended, *slots,
+                                  page["fewshot_group"], page["condition_button"], page["mask_group"]],
+                 api_visibility="private")
+    variant.input(lambda name, label: dict(get_preset(name).variants).get(label, gr.skip()), [preset, variant],
+                  prompt, api_visibility="private")
+
+    def build_fewshot(count: float):
+        template, labels, settings = preset_parts("fewshot", int(count))
+        return [template, preset_markdown("fewshot", labels), *settings_updates(settings),
+                *slot_label_updates(labels)]
+
+    page["fewshot_build"].click(build_fewshot, page["fewshot_pairs"], [prompt, page["preset_info"], *recommended,
+                                                                       *slots], api_visibility="private")
+
+    def load_example(index: int, name: str):
+        chosen = examples_for(name)
+        if not chosen or not 0 <= index < len(chosen):
+            raise gr.Error("This preset has no examples yet (assets/examples/examples.json).")
+        example = chosen[index]
+        missing = example.missing_files()
+        if missing:
+            raise gr.Error(f"The example's pictures are missing: {', '.join(Path(m).name for m in missing)}.")
+        files = [studio.import_file(path) for path in example.images]
+        labels = get_preset(name).image_labels
+        if name == "fewshot" and len(files) % 2 == 1:
+            labels = preset_parts("fewshot", len(files) // 2)[1]
+        padded = (files + [None] * MAX_INPUT_IMAGES)[:MAX_INPUT_IMAGES]
+        return [example.prompt, *slot_label_updates(labels, padded), *settings_updates(example_settings(example))]
+
+    examples.click(load_example, [examples, preset], [prompt, *slots, *recommended], api_visibility="private")
+
+    def make_condition(name: str, image: str | None):
+        kind = get_preset(name).condition
+        if kind is None:
+            raise gr.Error("This preset takes no condition map.")
+        if not image:
+            raise gr.Error("Upload your picture as image 1 first; it is replaced by the map.")
+        try:
+            return studio.make_condition(kind, image)
+        except ValueError as error:
+            raise gr.Error(f"Image 1: {error}") from None
+
+    page["condition_button"].click(make_condition, [preset, slots[0]], slots[0], api_visibility="private")
+
+
+def settings_updates(settings: dict[str, Any]) -> list[Any]:
+    """Widget values for guidance, image guidance (kept if absent) and output size (width x height if absent)."""
+    size_source = settings.get("use_input_image_size_as_output", False)  # absent: width x height
+    size_source = 1 if size_source is True else int(size_source or 0)
+    return [settings.get("guidance_scale", gr.skip()), settings.get("img_guidance_scale", gr.skip()), size_source]
+
+
+# ----------------------------------------------------------------------------- prompt editing
+
+
+@lru_cache(maxsize=64)
+def _thumbnail(path: str, modified: float) -> str | None:
+    try:
+        picture = load_image(path)
+    except ValueError:
+        return None
+    picture.thumbnail((96, 96))
+    buffer = io.BytesIO()
+    picture.save(buffer, format="PNG")
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
+
+
+def thumbnail(path: str | None) -> str | None:
+    if not path or not Path(path).is_file():
+        return None
+    return _thumbnail(path, Path(path).stat().st_mtime)
+
+
+def render_prompt(text: str, slots: Sequence[str | None]) -> str:
+    thumbnails = {k: uri for k, path in enumerate(slots, start=1) if (uri := thumbnail(path))}
+    return render_prompt_html(text or "", thumbnails, image_problems(text or "", list(slots)))
+
+
+def wire_prompt_editing(page: dict) -> None:
+    prompt, slots, caret, prompt_view = page["prompt"], page["slots"], page["caret"], page["prompt_view"]
+    for component in [prompt, *slots]:
+        component.change(lambda text, *images: render_prompt(text, images), [prompt, *slots], prompt_view,
+                         queue=False, show_progress="hidden", api_visibility="private")
+    for k, (insert, left, remove) in zip(SLOTS, page["slot_buttons"]):
+        insert.click(lambda text, position, k=k: insert_image_tag(text or "", int(position or 0), k),
+                     [prompt, caret], prompt, js=CARET_JS, api_visibility="private")
+
+        def move_left(text, *images, k=k):
+            if k == 1 or images[k - 1] is None:
+                return gr.skip(), *[gr.skip()] * len(images)
+            return move_image(text or "", k, k - 1, len(images)), *move_item(list(images), k, k - 1)
+
+        def remove_slot(text, *images, k=k):
+            return remove_image(text or "", k), *remove_item(list(images), k)
+
+        left.click(move_left, [prompt, *slots], [prompt, *slots], api_visibility="private")
+        remove.click(remove_slot, [prompt, *slots], [prompt, *slots], api_visibility="private")
+
+
+def describe_mask(editor: dict | None) -> str:
+    background = (editor or {}).get("background")
+    if background is None:
+        return "No mask: the whole picture may change."
+    mask = mask_from_layers(editor.get("layers") or [], (background.shape[1], background.shape[0]))
+    if mask is None:
+        return "No mask painted: the whole picture may change."
+    return (f"Mask: {100 * mask.mean():.0f}% of image 1 may change; everywhere else the result keeps "
+            "image 1's own pixels.")
+
+
+def load_mask_background(image: str | None):
+    if not image:
+        raise gr.Error("Upload the picture to edit as image 1 first.")
+    return {"background": image, "layers": [], "composite": image}
+
+
+# ----------------------------------------------------------------------------- running
+
+
+def settings_from_page(values: dict[str, Any]) -> dict[str, Any]:
+    """OmniGenPipeline keyword arguments from the page's widget values."""
+    seed = random.SystemRandom().randrange(2**31) if values["randomize_seed"] else int(values["seed"] or 0)
+    output_size = int(values["output_size"] or 0)
+    return dict(height=int(values["height"]), width=int(values["width"]),
+                num_inference_steps=int(values["num_inference_steps"]),
+                guidance_scale=float(values["guidance_scale"]), img_guidance_scale=float(values["img_guidance_scale"]),
+                negative_prompt=values["negative_prompt"] or "", seed=seed,
+                num_images_per_prompt=int(values["num_images_per_prompt"]),
+                use_input_image_size_as_output=output_size if output_size else False,
+                max_input_image_size=int(values["max_input_image_size"]), cfg_mode=values["cfg_mode"],
+                use_kv_cache=bool(values["use_kv_cache"]),
+                offload=None if values["offload"] in (None, "none") else values["offload"])
+
+
+def page_values_from_settings(settings: dict[str, Any], ui: dict[str, Any] | None = None) -> list[Any]:
+    """Widget values (in FIELDS order) that restore a run: its page values, its exact seed."""
+    values = dict(ui or {})
+    values.update(seed=settings.get("seed", 0), randomize_seed=False)
+    for key in ("width", "height", "num_inference_steps", "guidance_scale", "img_guidance_scale", "negative_prompt",
+                "max_input_image_size", "cfg_mode", "use_kv_cache"):
+        if key in settings and key not in values:
+            values[key] = settings[key]
+    return [values.get(key, gr.skip()) for key in FIELDS]
+
+
+def mask_for_job(preset: str, editor: dict | None, image_1: str | None):
+    """The painted mask over image 1 (edit presets only), or None. A mask on another picture is refused."""
+    if not get_preset(preset).is_edit or not editor or not editor.get("layers") or not image_1:
+        return None
+    background = editor.get("background")
+    with Image.open(image_1) as picture:
+        size = picture.size
+    if background is not None and abs(background.shape[1] / background.shape[0] - size[0] / size[1]) > 0.02:
+        raise gr.Error("The mask was painted on another picture than image 1: click 'Paint a mask on image 1' "
+                       "again and repaint.")
+    return mask_from_layers(editor["layers"], size)
+
+
+# Per browser session: set by Cancel, read by the running (or queued) Generate between steps. A flag and not
+# gradio's cancels=, which would end the event as an error and leave the page saying "Error".
+STOP_FLAGS: dict[str, threading.Event] = {}
+
+
+def request_stop(request: gr.Request) -> str:
+    flag = STOP_FLAGS.get(request.session_hash)
+    if flag is None:
+        return "Nothing is running."
+    flag.set()
+    return "Cancelling: the run stops at its next step; nothing from it is saved."
+
+
+def start_run(request: gr.Request, prompt: str, output_size: int | None, *images: str | None) -> None:
+    """Runs at once on Generate: a fresh stop flag for this session, then the checks that need no model."""
+    STOP_FLAGS[request.session_hash] = threading.Event()
+    check_prompt(prompt, output_size, *images)
+
+
+def check_prompt(prompt: str, output_size: int | None, *images: str | None) -> None:
+    """The mistakes that need no model: refused at once, before the job queues for the GPU."""
+    if not (prompt or "").strip():
+        raise gr.Error("Write a prompt first (or pick a preset or an example).")
+    problems = image_problems(prompt, images)
+    if problems:
+        raise gr.Error(" ".join(problems))
+    k = int(output_size or 0)
+    if k and not (k <= len(images) and images[k - 1]):
+        raise gr.Error(f"Output size is set to the size of image {k}, but there is no image {k}: upload it or "
+                       "set Output size to 'width x height above'.")
+
+
+def make_generate_handler(outputs: dict[str, Any]) -> Callable:
+    """The Generate event: a generator that streams step progress and previews, then the results."""
+    status, preview, results, before_after, settings_json, code, download, history, history_gallery, \
+        selection, seed = outputs.values()
+
+    def generate(request: gr.Request, progress=gr.Progress(), *page_values):
+        preset_name, prompt, *rest = page_values
+        images = list(rest[:MAX_INPUT_IMAGES])
+        editor = rest[MAX_INPUT_IMAGES]
+        values = dict(zip(FIELDS, rest[MAX_INPUT_IMAGES + 1:MAX_INPUT_IMAGES + 1 + len(FIELDS)]))
+        past = list(rest[-1] or [])
+        prompt = prompt or ""
+        stop = STOP_FLAGS.setdefault(request.session_hash, threading.Event())
+        if stop.is_set():  # Cancel was pressed while the job waited in the queue
+            yield {status: "Cancelled before it started."}
+            return
+        check_prompt(prompt, values["output_size"], *images)  # again: the page may have changed in the queue
+        used = [path for path in images if path]
+        job = GenerationJob(prompt, used, settings_from_page(values), mask_for_job(preset_name, editor, images[0]),
+                            int(values["preview_every"] or 0), preset_name)
+        yield {status: f"Starting (seed {job.settings['seed']})...", seed: job.settings["seed"],
+               before_after: gr.ImageSlider(visible=False)}
+        events = gpu_job_events(job)
+        try:
+            for event in events:
+                if stop.is_set():
+                    events.close()  # the worker stops at its next step
+                    yield {status: f"Cancelled after step {getattr(event, 'step', '?')}; nothing was saved."}
+                    return
+                if isinstance(event, StepEvent):
+                    progress((event.step, event.total), desc=f"step {event.step}/{event.total}")
+                    update = {status: f"Step {event.step} of {event.total}"}
+                    if event.preview is not None:
+                        update[preview] = event.preview
+                    yield update
+                elif isinstance(event, FailedEvent):
+                    raise gr.Error(event.message)
+                else:
+                    yield finished(event, job, values, past, preset_name, prompt, images)
+        finally:
+            events.close()
+            STOP_FLAGS.pop(request.session_hash, None)
+
+    def finished(done: DoneEvent, job: GenerationJob, values: dict, past: list, preset_name: str, prompt: str,
+                 images: list) -> dict:
+        entry = hist.new_entry(preset_name, prompt, [p for p in images if p], values, done)
+        past = past + [entry]
+        first = entry["results"][0]
+        seeds = ", ".join(str(r["settings"]["seed"]) for r in entry["results"])
+        masked = " Pixels outside the mask are the original's." if job.mask is not None else ""
+        slider = (gr.ImageSlider((done.before, first["path"]), visible=True) if done.before
+                  else gr.ImageSlider(visible=False))
+        return {status: f"Done: {len(entry['results'])} image(s), seed {seeds}.{masked}",
+                preview: first["path"], results: [(r["path"], hist.caption(r)) for r in entry["results"]],
+                before_after: slider, settings_json: first["settings"],
+                code: python_snippet(first["settings"], [Path(p).name for p in entry["images"]]),
+                download: gr.DownloadButton(value=first["path"], visible=True),
+                history: past, history_gallery: hist.gallery_value(past), selection: [len(past) - 1, 0]}
+
+    return generate
+
+
+# ----------------------------------------------------------------------------- results and history
+
+
+def selected_outputs(history: list, chosen: list[int] | None):
+    found = hist.lookup(history, chosen)
+    if found is None:
+        return None, None, "", gr.DownloadButton(visible=False)
+    entry, result = found
+    return (chosen, result["settings"], python_snippet(result["settings"], [Path(p).name for p in entry["images"]]),
+            gr.DownloadButton(value=result["path"], visible=True))
+
+
+def select_latest(history: list, evt: gr.SelectData):
+    return selected_outputs(history, [len(history) - 1, evt.index] if history else None)
+
+
+def select_in_history(history: list, evt: gr.SelectData):
+    items = hist.flat_items(history)
+    return selected_outputs(history, list(items[evt.index]) if 0 <= evt.index < len(items) else None)
+
+
+def send_to_slot(chosen, history: list, slot: int):
+    found = hist.lookup(history, chosen)
+    if found is None:
+        raise gr.Error("Select a result first (click it in Results or in the history).")
+    return [found[1]["path"] if k == int(slot) else gr.skip() for k in SLOTS]
+
+
+def reuse_entry(chosen, history: list):
+    found = hist.lookup(history, chosen)
+    if found is None:
+        raise gr.Error("Select a result first (click it in Results or in the history).")
+    entry, result = found
+    present = [path if Path(path).is_file() else None for path in entry["images"]]
+    if None in present:
+        gr.Warning("Some input pictures of that run were cleared from the server; upload them again.")
+    slots = (present + [None] * MAX_INPUT_IMAGES)[:MAX_INPUT_IMAGES]
+    return [entry["preset"], entry["prompt"], *slots, *page_values_from_settings(result["settings"], entry["ui"])]
