@@ -314,7 +314,7 @@ class OmniGenProcessor:
     @classmethod
     def from_pretrained(cls, model_dir: str | os.PathLike, **kw: Any) -> "OmniGenProcessor":
         """Read the tokenizer of a model folder (files at the top, or in tokenizer/ as diffusers lays them out)."""
-        from transformers import AutoTokenizer  # heavy; only needed here
+        from transformers import AutoTokenizer, PretrainedConfig  # heavy; only needed here
 
         model_dir = Path(model_dir)
         if not model_dir.is_dir():
@@ -322,7 +322,9 @@ class OmniGenProcessor:
         tokenizer_files = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model")
         for folder in (model_dir, model_dir / "tokenizer"):
             if any((folder / name).is_file() for name in tokenizer_files):
-                tokenizer = AutoTokenizer.from_pretrained(str(folder))
+                # A neutral config: otherwise transformers reads the model's Phi-3 config.json and, since
+                # v5, refuses OmniGen-v1's 'su' rope_scaling before it ever looks at the tokenizer.
+                tokenizer = AutoTokenizer.from_pretrained(str(folder), config=PretrainedConfig())
                 break
         else:
             raise FileNotFoundError(
