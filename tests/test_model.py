@@ -8,7 +8,7 @@ import torch
 from omnigen.model import OmniGen, OmniGenConfig
 from omnigen.weights import official_config_to_diffusers, official_to_diffusers
 
-REFERENCE_TSV = Path(__file__).resolve().parents[2] / "shared" / "reference" / "omnigen-v1-state-dict.tsv"
+REFERENCE_TSV = Path(__file__).resolve().parent / "data" / "omnigen-v1-state-dict.tsv"  # from shared/reference
 
 
 def tiny_config(**overrides) -> OmniGenConfig:
