@@ -9,6 +9,13 @@ One JSON object per line:
 (by default the folder of the JSONL file). Blank lines are ignored. `JsonlDataset.validate()` checks
 every line before training starts and reports every problem as "file:line: what is wrong".
 
+Two more finite sources, validated the same way (`open_training_data` picks one):
+
+- `ImageFolderDataset`: a folder of images, each with a same-named .txt holding its instruction
+  (text-to-image pairs: `cat.png` + `cat.txt`). Problems are reported as "folder/cat.png: ...".
+- `RowsDataset`: rows built in the studio, `(instruction, [input images], output image)` with each
+  image a path or a PIL image. Problems are reported as "row 3: ...", counted from 1.
+
 The trainer also accepts any other sequence of `Example` (reused every epoch) or any iterable of
 `Example`, such as an endless generator of synthetic tasks.
 """
@@ -93,6 +100,10 @@ class JsonlDataset:
         self._records = records
         return self
 
+    @property
+    def validated(self) -> bool:
+        return self._records is not None
+
     def __len__(self) -> int:
         return len(self._checked_records())
 
@@ -163,15 +174,216 @@ class JsonlDataset:
         return _Record(line_number, instruction, list(input_images), output_image), []
 
     def _check_image(self, role: str, relative_path: str) -> str | None:
-        path = self.image_root / relative_path
-        if not path.is_file():
-            return f"{role} {relative_path!r} not found (looked for {str(path)!r})"
+        return image_file_problem(role, relative_path, self.image_root / relative_path)
+
+
+def image_file_problem(role: str, shown: str, path: Path) -> str | None:
+    """What is wrong with an image file (missing, unreadable), or None; `shown` is how the user wrote it."""
+    if not path.is_file():
+        return f"{role} {shown!r} not found (looked for {str(path)!r})"
+    try:
+        with Image.open(path) as picture:
+            picture.verify()  # reads the whole file's structure without decoding the pixels
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as error:
+        return f"{role} {shown!r} is not a readable image ({error})"
+    return None
+
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
+
+
+class ImageFolderDataset:
+    """Text-to-image pairs from a folder: every image with a same-named .txt that holds its instruction."""
+
+    def __init__(self, folder: str | os.PathLike):
+        self.path = Path(folder)
+        if not self.path.is_dir():
+            raise FileNotFoundError(f"training image folder not found: {str(self.path)!r}; check the path")
+        self._pairs: list[tuple[Path, str]] | None = None
+
+    def validate(self) -> "ImageFolderDataset":
+        """Check every image and text file; raise one DatasetError listing all problems, by file name."""
+        files = sorted(p for p in self.path.iterdir() if p.is_file() and not p.name.startswith("."))
+        images = [p for p in files if p.suffix.lower() in IMAGE_SUFFIXES]
+        image_stems = {p.stem for p in images}
+        pairs, problems = [], []
+        for image in images:
+            text_file = image.with_suffix(".txt")
+            image_problems = [problem] if (problem := image_file_problem("image", image.name, image)) else []
+            instruction, text_problem = self._read_instruction(text_file)
+            image_problems += [text_problem] if text_problem else []
+            problems.extend(f"{self.path / image.name}: {p}" for p in image_problems)
+            if not image_problems:
+                pairs.append((image, instruction))
+        for text_file in (p for p in files if p.suffix.lower() == ".txt" and p.stem not in image_stems):
+            problems.append(f"{text_file}: no image named {text_file.stem}.png (or .jpg, .jpeg, .webp, .bmp) "
+                            "next to it; add the image or remove the text file")
+        if not problems and not pairs:
+            problems.append(f"{self.path}: no images ({', '.join(IMAGE_SUFFIXES)}) with .txt instructions in the "
+                            "folder")
+        if problems:
+            raise DatasetError(self.path, problems)
+        self._pairs = pairs
+        return self
+
+    def _read_instruction(self, text_file: Path) -> tuple[str, str | None]:
+        if not text_file.is_file():
+            return "", f"no instruction: add {text_file.name} with the text that describes the image"
         try:
-            with Image.open(path) as picture:
-                picture.verify()  # reads the whole file's structure without decoding the pixels
-        except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as error:
-            return f"{role} {relative_path!r} is not a readable image ({error})"
-        return None
+            instruction = text_file.read_text(encoding="utf-8").strip()
+        except UnicodeDecodeError as error:
+            return "", f"{text_file.name} is not UTF-8 text ({error}); save it as UTF-8"
+        if not instruction:
+            return "", f"{text_file.name} is empty; write the image's instruction into it"
+        try:
+            parse_image_tags(instruction, 0)
+        except ValueError as error:
+            return "", (f"{text_file.name} refers to input images, which a folder of text-to-image pairs cannot "
+                        f"give ({error}); use a JSONL file for examples with input images")
+        return instruction, None
+
+    @property
+    def validated(self) -> bool:
+        return self._pairs is not None
+
+    def _checked_pairs(self) -> list[tuple[Path, str]]:
+        if self._pairs is None:
+            self.validate()
+        return self._pairs
+
+    def __len__(self) -> int:
+        return len(self._checked_pairs())
+
+    def __getitem__(self, index: int) -> Example:
+        image, instruction = self._checked_pairs()[index]
+        try:
+            return Example(instruction, [], load_image(image))
+        except ValueError as error:
+            raise DatasetError(self.path, [f"{image}: {error}"]) from None
+
+    def __iter__(self):
+        for index in range(len(self)):
+            yield self[index]
+
+
+# A studio row: (instruction, [input images], output image), each image a path or a PIL image.
+StudioRow = tuple[str, Sequence[Union[str, os.PathLike, Image.Image]], Union[str, os.PathLike, Image.Image]]
+
+
+class RowsDataset:
+    """Rows built in the studio: (instruction, [input images], output image); images are paths or PIL images.
+
+    Relative paths are read from `image_root` (by default the working folder). Dicts with the JSONL keys
+    ("instruction", "input_images", "output_image") are accepted as rows too.
+    """
+
+    def __init__(self, rows: Sequence[StudioRow | dict], image_root: str | os.PathLike | None = None,
+                 name: str = "the studio rows"):
+        self.rows = list(rows)
+        self.image_root = Path(image_root) if image_root is not None else None
+        self.name = name
+        self._examples: list[tuple[str, list, Any]] | None = None
+
+    def validate(self) -> "RowsDataset":
+        """Check every row; raise one DatasetError listing all problems as "row N: ...", counted from 1."""
+        examples, problems = [], []
+        for number, row in enumerate(self.rows, start=1):
+            parts, row_problems = self._check_row(row)
+            problems.extend(f"row {number}: {problem}" for problem in row_problems)
+            if not row_problems:
+                examples.append(parts)
+        if not problems and not examples:
+            problems.append("there are no rows; add at least one example")
+        if problems:
+            raise DatasetError(self.name, problems)
+        self._examples = examples
+        return self
+
+    def _check_row(self, row: Any) -> tuple[tuple | None, list[str]]:
+        if isinstance(row, dict):
+            row = (row.get("instruction"), row.get("input_images"), row.get("output_image"))
+        if not isinstance(row, (tuple, list)) or len(row) != 3:
+            return None, ["expected (instruction, [input images], output image), got "
+                          f"{type(row).__name__} of length {len(row) if hasattr(row, '__len__') else '?'}"]
+        instruction, inputs, output = row
+        inputs = [] if inputs is None else inputs
+        problems = []
+        if not isinstance(instruction, str) or not instruction.strip():
+            problems.append(f"the instruction must be non-empty text, got {_describe_object(instruction)}")
+        if isinstance(inputs, (str, os.PathLike, Image.Image)) or not isinstance(inputs, (list, tuple)):
+            problems.append("the input images must be a list (empty for text-to-image), got "
+                            f"{_describe_object(inputs)}")
+            inputs = []
+        elif isinstance(instruction, str) and instruction.strip():
+            try:
+                parse_image_tags(instruction, len(inputs))
+            except ValueError as error:
+                problems.append(f"instruction and input images do not match: {error}")
+        images = [(f"input image {k}", image) for k, image in enumerate(inputs, start=1)]
+        if output is None:
+            problems.append("no output image: add the target picture")
+        else:
+            images.append(("output image", output))
+        problems.extend(problem for role, image in images if (problem := self._image_problem(role, image)))
+        return (instruction, list(inputs), output), problems
+
+    def _image_problem(self, role: str, image: Any) -> str | None:
+        if isinstance(image, Image.Image):
+            return None
+        if not isinstance(image, (str, os.PathLike)) or not os.fspath(image):
+            return f"{role} must be a file path or a PIL image, got {_describe_object(image)}"
+        return image_file_problem(role, os.fspath(image), self._resolve(image))
+
+    def _resolve(self, image: str | os.PathLike) -> Path:
+        path = Path(image)
+        return self.image_root / path if self.image_root is not None and not path.is_absolute() else path
+
+    @property
+    def validated(self) -> bool:
+        return self._examples is not None
+
+    def __len__(self) -> int:
+        if self._examples is None:
+            self.validate()
+        return len(self._examples)
+
+    def __getitem__(self, index: int) -> Example:
+        if self._examples is None:
+            self.validate()
+        instruction, inputs, output = self._examples[index]
+        read = lambda image: load_image(image if isinstance(image, Image.Image) else self._resolve(image))  # noqa: E731
+        try:
+            return Example(instruction, [read(image) for image in inputs], read(output))
+        except ValueError as error:
+            raise DatasetError(self.name, [f"row {index + 1}: {error}"]) from None
+
+    def __iter__(self):
+        for index in range(len(self)):
+            yield self[index]
+
+
+def open_training_data(data: Any, image_root: str | os.PathLike | None = None) -> Any:
+    """The dataset for what a user gave: a .jsonl path (images under `image_root`, by default its folder), a
+    folder of images with .txt instructions, a list of studio rows, or Examples (a list or an iterable)."""
+    if isinstance(data, (str, os.PathLike)):
+        path = Path(data)
+        if path.is_dir():
+            return ImageFolderDataset(path)
+        if path.is_file():
+            return JsonlDataset(path, image_root)
+        raise FileNotFoundError(f"training data {str(path)!r} not found: give a .jsonl file or a folder of images "
+                                "with same-named .txt instructions")
+    if isinstance(data, (list, tuple)) and data and not all(isinstance(item, Example) for item in data):
+        return RowsDataset(data, image_root)
+    if isinstance(data, (list, tuple)) and not data:
+        raise ValueError("the training data is empty; give at least one example")
+    return data
+
+
+def _describe_object(value: Any) -> str:
+    if isinstance(value, Image.Image):
+        return "a PIL image"
+    return f"{type(value).__name__} {str(value)[:60]!r}"
 
 
 def _describe(value: Any) -> str:

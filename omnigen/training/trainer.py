@@ -9,11 +9,16 @@ uninterrupted run would have done, on any number of processes.
 Layout of `out_dir`:
     train_config.json                the TrainConfig of the run
     loss.csv                         step, loss, lr, elapsed_s; one row per logged step, flushed as it goes
-    checkpoints/step-000500/         model.safetensors + config.json (a loadable transformer), optimizer.pt,
+    checkpoints/step-000500/         model.safetensors + config.json (a loadable transformer) or, in a LoRA
+                                     run, adapter_config.json + adapter_model.safetensors; optimizer.pt,
                                      scheduler.pt, rng_state_<rank>.pt, trainer_state.json (written last)
+    adapter/                         LoRA runs: the adapter of the latest checkpoint (each file replaced
+                                     atomically), loadable with `pipe.load_lora(out_dir / "adapter")`
+    samples/step-000500-0.png        images of config.validation_prompts (fixed seeds) every sample_every steps
 
 What is trained is decided in one place, `prepare_model` / `trainable_parameters` /
-`save_model_weights` / `load_model_weights`: full fine-tuning here; LoRA plugs in there.
+`save_model_weights` / `load_model_weights`: every weight, or with `config.lora` only a LoRA adapter on
+the decoder's linear layers (base frozen; see lora_training.py for training one on a loaded pipeline).
 """
 
 from __future__ import annotations
@@ -42,14 +47,52 @@ from ..weights import save_transformer
 from .collator import TrainingBatch, TrainingCollator, prepare_images
 from .dataset import Example, TrainingData, is_finite_dataset
 from .loss import batch_loss_weights, flow_matching_loss, noisy_latents
+from .samples import write_samples
 
 CHECKPOINTS = "checkpoints"
+ADAPTER = "adapter"  # out_dir/adapter: the latest good LoRA adapter
 TRAINER_STATE = "trainer_state.json"
 MODEL_WEIGHTS = "model.safetensors"
 MIXED_PRECISION = ("no", "fp16", "bf16")
 LR_SCHEDULES = ("constant", "cosine")
 # Purposes of the derived seeds: one independent random stream each.
-DATA_ORDER, DROPOUT, NOISE = 1, 2, 3
+DATA_ORDER, DROPOUT, NOISE, LORA_INIT = 1, 2, 3, 4
+
+
+# Which linear layers of the decoder a LoRA adapts, by the names the CLI and the studio offer.
+LORA_TARGETS = {"attention": ("qkv_proj", "o_proj"),
+                "attention+mlp": ("qkv_proj", "o_proj", "gate_up_proj", "down_proj")}
+
+
+@dataclass
+class LoraSettings:
+    """A LoRA run: an adapter on the decoder's linear layers learns, every base weight stays as it was."""
+
+    rank: int = 8
+    alpha: float | None = None  # None: the rank (scale 1), as the official OmniGen fine-tuning script does
+    targets: str | list[str] = "attention"  # "attention", "attention+mlp", or a list of linear layer names
+    dropout: float = 0.0
+    name: str = "new_adapter"  # its name while attached (saved files do not record it)
+    base_model: str | None = None  # noted as base_model_name_or_path in adapter_config.json
+
+    def target_modules(self) -> tuple[str, ...]:
+        if isinstance(self.targets, str):
+            if self.targets not in LORA_TARGETS:
+                raise ValueError(f"LoRA targets {self.targets!r} unknown; choose {' or '.join(LORA_TARGETS)}, or "
+                                 "give a list of linear layer names such as ['qkv_proj', 'o_proj']")
+            return LORA_TARGETS[self.targets]
+        if not self.targets or not all(isinstance(t, str) and t for t in self.targets):
+            raise ValueError(f"LoRA targets must be names of linear layers, got {self.targets!r}")
+        return tuple(self.targets)
+
+    def check(self) -> None:
+        if not isinstance(self.rank, int) or self.rank < 1:
+            raise ValueError(f"LoRA rank must be a whole number of at least 1, got {self.rank!r}")
+        if self.alpha is not None and not self.alpha > 0:
+            raise ValueError(f"LoRA alpha must be positive (or None for the rank), got {self.alpha!r}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"LoRA dropout must be in [0, 1), got {self.dropout!r}")
+        self.target_modules()
 
 
 @dataclass
@@ -81,14 +124,24 @@ class TrainConfig:
     encode_latents_once: bool = False  # encode a finite dataset's images once per resolution stage
     num_workers: int = 0  # DataLoader workers preparing batches of a finite dataset
     resume: bool = False  # continue from the latest checkpoint in out_dir
+    lora: LoraSettings | None = None  # train only a LoRA adapter (the base stays frozen); None: every weight
+    validation_prompts: list[str] = field(default_factory=list)  # sampled with fixed seeds during the run
+    sample_every: int = 0  # steps between samples of validation_prompts; 0: only at the end
+    sample_steps: int = 20  # inference steps of each sample
+    sample_guidance_scale: float = 2.5
+    sample_seed: int = 0  # prompt k is sampled with seed sample_seed + k every time
+
+    def __post_init__(self):
+        if isinstance(self.lora, dict):  # a config read back from train_config.json
+            self.lora = LoraSettings(**self.lora)
 
     def check(self) -> None:
         """Raise a ValueError naming the first setting that cannot work."""
-        for name in ("steps", "batch_size", "grad_accumulation", "log_every"):
+        for name in ("steps", "batch_size", "grad_accumulation", "log_every", "sample_steps"):
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
                 raise ValueError(f"TrainConfig.{name} must be a whole number of at least 1, got {value!r}")
-        for name in ("warmup_steps", "checkpoint_every", "keep_checkpoints", "num_workers"):
+        for name in ("warmup_steps", "checkpoint_every", "keep_checkpoints", "num_workers", "sample_every"):
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 0:
                 raise ValueError(f"TrainConfig.{name} must be a whole number >= 0, got {getattr(self, name)!r}")
         if not self.learning_rate > 0:
@@ -103,6 +156,11 @@ class TrainConfig:
                 raise ValueError(f"TrainConfig.{name} must be a probability between 0 and 1, got {getattr(self, name)}")
         if self.resolution_stages is not None:
             check_resolution_stages(self.resolution_stages)
+        if self.lora is not None:
+            self.lora.check()
+        prompts = self.validation_prompts
+        if not isinstance(prompts, (list, tuple)) or not all(isinstance(p, str) and p.strip() for p in prompts):
+            raise ValueError(f"TrainConfig.validation_prompts must be a list of non-empty prompts, got {prompts!r}")
 
 
 @dataclass
@@ -115,31 +173,59 @@ class TrainResult:
     checkpoint: Path | None
     out_dir: Path
     losses: list[tuple[int, float]] = field(default_factory=list)  # (step, loss) logged by this call
+    adapter: Path | None = None  # LoRA runs: out_dir/adapter, the adapter of the last checkpoint
+    samples: list[Path] = field(default_factory=list)  # the latest validation samples of this call
 
 
 # ----------------------------------------------------------------------------- what is trained (the LoRA hook)
 
 
 def prepare_model(model: nn.Module, config: TrainConfig) -> nn.Module:
-    """Make `model` ready to train. Full fine-tuning: every parameter learns. A LoRA run attaches its
-    adapters and freezes the base here instead; the rest of the trainer only sees `trainable_parameters`."""
-    model.requires_grad_(True)
+    """Make `model` ready to train. Full fine-tuning: every parameter learns. A LoRA run attaches a new
+    adapter and freezes the base; the rest of the trainer only sees `trainable_parameters`."""
+    if config.lora is None:
+        model.requires_grad_(True)
+    else:
+        attach_training_adapter(model, config.lora, config.seed)
     if hasattr(model, "enable_gradient_checkpointing"):
         model.enable_gradient_checkpointing(config.gradient_checkpointing)
     return model.train()
+
+
+def attach_training_adapter(model: nn.Module, settings: LoraSettings, seed: int) -> None:
+    """A new adapter whose random lora_A comes from the run's seed (not the global RNG): runs repeat exactly."""
+    from .. import lora
+
+    with torch.random.fork_rng(devices=[]):  # peft initialises the new layers on the CPU, then moves them
+        torch.manual_seed(derived_seed(seed, 0, LORA_INIT))
+        lora.add_lora(model, settings.name, rank=settings.rank, alpha=settings.alpha,
+                      targets=settings.target_modules(), dropout=settings.dropout)
+    for param in trainable_parameters(model):  # on a bf16/fp16 base the adapter learns in fp32 (peft casts back)
+        if param.dtype in (torch.float16, torch.bfloat16):
+            param.data = param.data.float()
 
 
 def trainable_parameters(model: nn.Module) -> list[nn.Parameter]:
     return [p for p in model.parameters() if p.requires_grad]
 
 
-def save_model_weights(model: nn.Module, folder: Path) -> None:
-    """Full fine-tuning writes the whole transformer: the checkpoint folder loads with `load_transformer`."""
-    save_transformer(model, folder)
+def save_model_weights(model: nn.Module, folder: Path, config: TrainConfig) -> None:
+    """Full fine-tuning writes the whole transformer (the folder loads with `load_transformer`); a LoRA run
+    writes its adapter in peft's layout (the folder loads with `pipe.load_lora`)."""
+    if config.lora is None:
+        save_transformer(model, folder)
+    else:
+        from ..lora import save_lora
+        save_lora(model, folder, config.lora.name, base_model=config.lora.base_model)
 
 
-def load_model_weights(model: nn.Module, folder: Path) -> None:
-    model.load_state_dict(load_file(str(folder / MODEL_WEIGHTS)), strict=True)
+def load_model_weights(model: nn.Module, folder: Path, config: TrainConfig) -> None:
+    """Restore a checkpoint's weights into the very parameters the optimizer holds."""
+    if config.lora is None:
+        model.load_state_dict(load_file(str(folder / MODEL_WEIGHTS)), strict=True)
+    else:
+        from ..lora import load_lora_weights
+        load_lora_weights(model, folder, config.lora.name)
 
 
 def build_optimizer(parameters: list[nn.Parameter], config: TrainConfig) -> torch.optim.Optimizer:
@@ -450,7 +536,7 @@ def restore_rng_state(state: dict) -> None:
 
 
 def save_checkpoint(accelerator, model: nn.Module, optimizer, scheduler, trainer_state: dict, out_dir: Path,
-                    keep: int) -> Path:
+                    config: TrainConfig) -> Path:
     """Write a checkpoint into a hidden temporary folder, then rename it: a checkpoint is whole or absent."""
     folder = checkpoint_dir(out_dir, trainer_state["step"])
     scratch = folder.with_name(f".{folder.name}.tmp")
@@ -461,14 +547,14 @@ def save_checkpoint(accelerator, model: nn.Module, optimizer, scheduler, trainer
     torch.save(rng_state(), scratch / f"rng_state_{accelerator.process_index}.pt")
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
-        save_model_weights(accelerator.unwrap_model(model), scratch)
+        save_model_weights(accelerator.unwrap_model(model), scratch, config)
         torch.save(optimizer.state_dict(), scratch / "optimizer.pt")
         torch.save(scheduler.state_dict(), scratch / "scheduler.pt")
         if accelerator.scaler is not None:
             torch.save(accelerator.scaler.state_dict(), scratch / "scaler.pt")
         (scratch / TRAINER_STATE).write_text(json.dumps(trainer_state, indent=2), encoding="utf-8")
         _replace_folder(scratch, folder)
-        _prune_checkpoints(out_dir, keep)
+        _prune_checkpoints(out_dir, config.keep_checkpoints)
     accelerator.wait_for_everyone()
     return folder
 
@@ -490,10 +576,10 @@ def _prune_checkpoints(out_dir: Path, keep: int) -> None:
             shutil.rmtree(old, ignore_errors=True)
 
 
-def load_checkpoint(folder: Path, accelerator, model: nn.Module, optimizer, scheduler) -> dict:
+def load_checkpoint(folder: Path, accelerator, model: nn.Module, optimizer, scheduler, config: TrainConfig) -> dict:
     """Restore model, optimizer, scheduler and scaler; returns the trainer state (step, elapsed_s). The RNG
     states are restored by `load_rng_state` once the data stream is positioned (it may draw from them)."""
-    load_model_weights(accelerator.unwrap_model(model), folder)
+    load_model_weights(accelerator.unwrap_model(model), folder, config)
     optimizer.load_state_dict(torch.load(folder / "optimizer.pt", map_location="cpu", weights_only=True))
     scheduler.load_state_dict(torch.load(folder / "scheduler.pt", map_location="cpu", weights_only=True))
     if accelerator.scaler is not None and (folder / "scaler.pt").is_file():
@@ -575,7 +661,31 @@ def check_out_dir(out_dir: Path, resume: bool) -> Path | None:
     if latest is not None:
         raise ValueError(f"{out_dir} already holds checkpoints of a run (latest {latest.name}); pass resume=True "
                          "to continue it, or choose another out_dir")
+    if (out_dir / ADAPTER).exists():
+        raise ValueError(f"{out_dir} already holds an adapter ({out_dir / ADAPTER}); choose another out_dir, or "
+                         "move that adapter away before training a new one there")
     return None
+
+
+def saved_lora_settings(checkpoint: Path) -> LoraSettings | None:
+    """The LoRA settings a checkpoint was trained with (None: every weight was trained)."""
+    state = json.loads((checkpoint / TRAINER_STATE).read_text(encoding="utf-8"))
+    saved = state.get("config", {}).get("lora")
+    return LoraSettings(**saved) if saved else None
+
+
+def check_same_kind_of_run(checkpoint: Path, config: TrainConfig) -> None:
+    """A resumed run must train what the checkpoint holds: LoRA or not, with the same rank, alpha and layers."""
+    saved, wanted = saved_lora_settings(checkpoint), config.lora
+    describe = lambda s: ("every weight" if s is None else  # noqa: E731
+                          f"a LoRA of rank {s.rank}, alpha {s.alpha if s.alpha is not None else s.rank}, "
+                          f"targets {'+'.join(s.target_modules())}")
+    same = (saved is None) == (wanted is None) and (saved is None or (
+        (saved.rank, saved.alpha or saved.rank, sorted(saved.target_modules())) ==
+        (wanted.rank, wanted.alpha or wanted.rank, sorted(wanted.target_modules()))))
+    if not same:
+        raise ValueError(f"{checkpoint} trained {describe(saved)}, but this run asks for {describe(wanted)}; resume "
+                         "with the run's own settings, or start a new run in another out_dir")
 
 
 def make_batches(data: Any, collator: TrainingCollator, plan: BatchPlan, start_step: int, config: TrainConfig):
@@ -597,19 +707,23 @@ def train(model: nn.Module, vae, processor: OmniGenProcessor, data: TrainingData
     """Train `model` (in place) on `data`: a JsonlDataset, a list of Examples, or an iterable of Examples.
 
     `callback(event)` gets {"type": "step", step, loss, lr, eta_s, elapsed_s} every log_every steps,
-    {"type": "checkpoint", step, path} and finally {"type": "done", step, stopped, checkpoint}. Setting
-    `stop` ends the run after the current step with a checkpoint. `resume` (default config.resume)
-    continues from the latest checkpoint in config.out_dir.
+    {"type": "checkpoint", step, path, adapter} (adapter: out_dir/adapter in a LoRA run, else None),
+    {"type": "samples", step, paths, prompts} and finally {"type": "done", step, stopped, checkpoint, adapter}.
+    Setting `stop` ends the run after the current step with a checkpoint. `resume` (default config.resume)
+    continues from the latest checkpoint in config.out_dir. With `config.lora` only a new LoRA adapter
+    learns; it stays attached to `model` afterwards (`train_lora` takes it off a pipeline again).
     """
     config.check()
     resume = config.resume if resume is None else resume
-    if hasattr(data, "validate"):
+    if hasattr(data, "validate") and not getattr(data, "validated", False):
         data.validate()  # every bad line is reported before anything is written or loaded
     if config.encode_latents_once and not is_finite_dataset(data):
         raise ValueError("encode_latents_once needs a finite dataset (a list or JsonlDataset) to encode up front; "
                          "set it to False for a generator of examples")
     out_dir = Path(config.out_dir)
     checkpoint = check_out_dir(out_dir, resume)
+    if checkpoint is not None:
+        check_same_kind_of_run(checkpoint, config)
     accelerator = make_accelerator(config)
     run = _Run(accelerator, model, vae, processor, data, config, callback, stop)
     try:
@@ -639,17 +753,23 @@ class _Run:
         optimizer = build_optimizer(self.parameters, config)
         self.scheduler = build_scheduler(optimizer, config)
         self.model, self.optimizer = accelerator.prepare(model, optimizer)
-        self.step, self.elapsed_before, self.saved_step = 0, 0.0, None
+        self.processor = processor
+        self.step, self.elapsed_before, self.saved_step, self.sampled_step = 0, 0.0, None, None
         self.last_checkpoint: Path | None = None
+        self.adapter: Path | None = None
+        self.samples: list[Path] = []
         self.losses: list[tuple[int, float]] = []
         self.log: LossLog | None = None
         self.batches = None
 
     def execute(self, checkpoint: Path | None) -> TrainResult:
         if checkpoint is not None:
-            state = load_checkpoint(checkpoint, self.accelerator, self.model, self.optimizer, self.scheduler)
+            state = load_checkpoint(checkpoint, self.accelerator, self.model, self.optimizer, self.scheduler,
+                                    self.config)
             self.step, self.elapsed_before = int(state["step"]), float(state["elapsed_s"])
             self.saved_step, self.last_checkpoint = self.step, checkpoint
+            if self.config.lora is not None and (self.out_dir / ADAPTER).is_dir():
+                self.adapter = self.out_dir / ADAPTER
         self.start_files(resumed=checkpoint is not None)
         plan = BatchPlan(self.config.batch_size, self.config.grad_accumulation, self.accelerator.num_processes,
                          self.accelerator.process_index, self.config.seed, self.stages)
@@ -660,10 +780,14 @@ class _Run:
         stopped = self.loop()
         if self.saved_step != self.step:
             self.save()
+        if not stopped and self.config.validation_prompts and self.sampled_step != self.step:
+            self.sample()
         self.emit({"type": "done", "step": self.step, "stopped": stopped,
-                   "checkpoint": str(self.last_checkpoint) if self.last_checkpoint else None})
+                   "checkpoint": str(self.last_checkpoint) if self.last_checkpoint else None,
+                   "adapter": str(self.adapter) if self.adapter else None})
         last_loss = self.losses[-1][1] if self.losses else None
-        return TrainResult(self.step, last_loss, stopped, self.last_checkpoint, self.out_dir, self.losses)
+        return TrainResult(self.step, last_loss, stopped, self.last_checkpoint, self.out_dir, self.losses,
+                           self.adapter, self.samples)
 
     def loop(self) -> bool:
         """Run optimizer steps until config.steps; True when the stop event ended the run early."""
@@ -684,6 +808,9 @@ class _Run:
                 window = []
             if self.config.checkpoint_every and self.step % self.config.checkpoint_every == 0:
                 self.save()
+            if (self.config.validation_prompts and self.config.sample_every
+                    and self.step % self.config.sample_every == 0):
+                self.sample()
         return False
 
     def elapsed(self) -> float:
@@ -705,9 +832,38 @@ class _Run:
         state = {"step": self.step, "elapsed_s": self.elapsed(),
                  "loss": self.losses[-1][1] if self.losses else None, "config": asdict(self.config)}
         path = save_checkpoint(self.accelerator, self.model, self.optimizer, self.scheduler, state, self.out_dir,
-                               self.config.keep_checkpoints)
+                               self.config)
+        if self.config.lora is not None:
+            self.publish_adapter()
         self.saved_step, self.last_checkpoint = self.step, path
-        self.emit({"type": "checkpoint", "step": self.step, "path": str(path)})
+        self.emit({"type": "checkpoint", "step": self.step, "path": str(path),
+                   "adapter": str(self.adapter) if self.adapter else None})
+
+    def publish_adapter(self) -> None:
+        """out_dir/adapter takes the checkpoint's adapter: a new folder appears whole, and in an existing one
+        each file is replaced atomically (its adapter_config.json does not change within a run)."""
+        if self.accelerator.is_main_process:
+            from ..lora import save_lora
+            save_lora(self.accelerator.unwrap_model(self.model), self.out_dir / ADAPTER, self.config.lora.name,
+                      base_model=self.config.lora.base_model)
+        self.accelerator.wait_for_everyone()
+        self.adapter = self.out_dir / ADAPTER
+
+    def sample(self) -> None:
+        """Images of the validation prompts at this step (main process only), at the current resolution (at most
+        the model's native size)."""
+        prompts = list(self.config.validation_prompts)
+        if self.accelerator.is_main_process:
+            model = self.accelerator.unwrap_model(self.model)
+            size = min(resolution_at(self.stages, max(self.step - 1, 0)), model.config.native_image_size)
+            size = max(PATCH_PIXELS, size // PATCH_PIXELS * PATCH_PIXELS)
+            self.samples = write_samples(model, self.vae, self.processor, prompts,
+                                         self.out_dir / "samples", self.step, size, self.config.sample_steps,
+                                         self.config.sample_guidance_scale, self.config.sample_seed)
+        self.accelerator.wait_for_everyone()
+        self.sampled_step = self.step
+        self.emit({"type": "samples", "step": self.step, "paths": [str(p) for p in self.samples],
+                   "prompts": prompts})
 
     def start_files(self, resumed: bool) -> None:
         main = self.accelerator.is_main_process
