@@ -260,3 +260,22 @@ def test_progressive_resolution_stages(model_dir, vae, processor, tmp_path):
     result = train(load_transformer(model_dir), vae, processor, examples(),
                    small_config(tmp_path / "run", steps=3, resolution_stages=stages, encode_latents_once=True))
     assert result.step == 3
+
+
+def test_length_grouped_batches_cover_each_epoch_once_with_like_lengths():
+    from omnigen.training.trainer import DataOrder
+
+    lengths = [16 + 96 * (i % 9 == 0) + i % 5 for i in range(1000)]  # one long (few-shot-like) example in nine
+    order = DataOrder(len(lengths), 8, seed=3, lengths=lengths)
+    per_epoch = len(lengths) // 8
+    for epoch in range(2):
+        batches = [order.indices(g) for g in range(epoch * per_epoch, (epoch + 1) * per_epoch)]
+        seen = [i for batch in batches for i in batch]
+        assert len(seen) == len(set(seen)) == per_epoch * 8  # nobody twice in an epoch, only the remainder waits
+        padded = sum(8 * max(lengths[i] for i in batch) for batch in batches)
+        assert padded < 1.2 * sum(lengths[i] for i in seen)  # little padding left
+    ungrouped = DataOrder(len(lengths), 8, seed=3)
+    padded = sum(8 * max(lengths[i] for i in ungrouped.indices(g)) for g in range(per_epoch))
+    assert padded > 2 * sum(lengths)  # nearly every random batch waits for a long example
+    again = DataOrder(len(lengths), 8, seed=3, lengths=lengths)
+    assert [again.indices(g) for g in (0, 200, 5)] == [order.indices(g) for g in (0, 200, 5)]  # any g, any order

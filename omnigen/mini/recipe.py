@@ -57,11 +57,31 @@ class Recipe:
     condition_dropout: float = 0.1
     image_condition_dropout: float = 0.05
     edit_weighting: bool = True
+    group_by_length: bool = True  # few-shot prompts are 3-4x longer than the rest: batch like with like
     family_weights: dict = field(default_factory=lambda: dict(FAMILY_WEIGHTS))
 
 
 def log(message: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
+
+
+def seed_stages_from(folder: Path, work: Path) -> None:
+    """Continue from an exported model folder: its tokenizer and VAE become the work folder's finished stages.
+
+    A transformer initialised from a folder only makes sense with that folder's tokenizer (its embedding rows
+    are indexed by those token ids) and VAE (its latent space), so --init-from takes all three together.
+    Stages the work folder already has are kept.
+    """
+    tokenizer_dir, vae_dir = work / "tokenizer", work / "vae-training" / "vae"
+    if not (tokenizer_dir / "tokenizer.json").is_file():
+        tokenizer_dir.mkdir(parents=True, exist_ok=True)
+        for name in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
+            if (folder / name).is_file():
+                shutil.copy2(folder / name, tokenizer_dir / name)
+        log(f"tokenizer taken from {folder}")
+    if not (vae_dir / "config.json").is_file():
+        shutil.copytree(folder / "vae", vae_dir)
+        log(f"VAE taken from {folder}")
 
 
 def train_tokenizer_stage(recipe: Recipe, work: Path) -> Path:
@@ -187,7 +207,7 @@ def train_transformer_stage(recipe: Recipe, work: Path, tokenizer_dir: Path, vae
         weight_decay=0.01, condition_dropout=recipe.condition_dropout,
         image_condition_dropout=recipe.image_condition_dropout, edit_weighting=recipe.edit_weighting,
         checkpoint_every=recipe.checkpoint_every, keep_checkpoints=2, log_every=25, seed=recipe.seed,
-        encode_latents_once=True, resume=latest_checkpoint(out_dir) is not None)
+        encode_latents_once=True, group_by_length=recipe.group_by_length, resume=latest_checkpoint(out_dir) is not None)
 
     def report(event: dict) -> None:
         stop.check()
@@ -259,7 +279,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--work", default="runs/omnigen-mini", help="resumable intermediate state")
     parser.add_argument("--steps", type=int, help=f"transformer steps (default {Recipe.steps})")
     parser.add_argument("--max-minutes", type=float, help="stop the transformer stage after this long and export")
-    parser.add_argument("--init-from", type=Path, help="start the transformer from this model folder's weights")
+    parser.add_argument("--init-from", type=Path,
+                        help="continue from an exported model folder: its tokenizer and VAE are taken as finished "
+                             "stages (unless the work folder has its own) and the transformer starts from its weights")
+    parser.add_argument("--decoder-minutes", type=float,
+                        help="minutes of VAE-decoder fine-tuning beside the transformer (default: --max-minutes, "
+                             f"or {Recipe.decoder_minutes}); 0 skips it")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--pool-only", action="store_true", help="only render the training pool, then exit")
     parser.add_argument("--threads", type=int, help="torch threads (1 is faster on a busy 2-core machine)")
@@ -274,12 +299,16 @@ def main(argv: list[str] | None = None) -> int:
     if args.pool_only:
         load_or_build_pool(recipe, work)
         return 0
+    if args.init_from:
+        seed_stages_from(args.init_from, work)
     tokenizer_dir = train_tokenizer_stage(recipe, work)
     vae_dir = train_vae_stage(recipe, work)
-    decoder = decoder_finetune_process(vae_dir, args.max_minutes or recipe.decoder_minutes, recipe, args.threads)
+    decoder_minutes = args.decoder_minutes if args.decoder_minutes is not None else (
+        args.max_minutes or recipe.decoder_minutes)
+    decoder = decoder_finetune_process(vae_dir, decoder_minutes, recipe, args.threads) if decoder_minutes > 0 else None
     model, config, result = train_transformer_stage(recipe, work, tokenizer_dir, vae_dir, args.init_from,
                                                     args.max_minutes)
-    if decoder.wait() != 0:
+    if decoder is not None and decoder.wait() != 0:
         raise RuntimeError(f"the decoder fine-tuning failed: see {vae_dir.parent / 'decoder.log'}")
     export(model, config, tokenizer_dir, vae_dir, Path(args.out), recipe, result)
     return 0

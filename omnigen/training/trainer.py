@@ -31,7 +31,7 @@ import random
 import shutil
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -122,6 +122,7 @@ class TrainConfig:
     seed: int = 0
     max_grad_norm: float | None = 1.0
     encode_latents_once: bool = False  # encode a finite dataset's images once per resolution stage
+    group_by_length: bool = False  # batches of a finite dataset hold examples of like length (less padding)
     num_workers: int = 0  # DataLoader workers preparing batches of a finite dataset
     resume: bool = False  # continue from the latest checkpoint in out_dir
     lora: LoraSettings | None = None  # train only a LoRA adapter (the base stays frozen); None: every weight
@@ -275,23 +276,62 @@ def resolution_at(stages: list[tuple[int, int]], step: int) -> int:
 
 
 class DataOrder:
-    """Which examples global micro-batch g holds: epoch-wise permutations of a finite dataset."""
+    """Which examples global micro-batch g holds: epoch-wise permutations of a finite dataset.
 
-    def __init__(self, dataset_size: int, batch_size: int, seed: int):
+    With `lengths` (one sequence-length estimate per example) each epoch's permutation is cut into windows
+    of GROUP_WINDOW batches, each window sorted by length before it is split into batches, and the batches
+    are then shuffled: a batch pads to its longest example, so batches of like lengths waste far less work
+    (a mixed set with a few long few-shot prompts trains about twice as fast). Every example still comes
+    once per epoch, but the remainder that does not fill a whole batch waits for a later epoch.
+    """
+
+    GROUP_WINDOW = 50
+
+    def __init__(self, dataset_size: int, batch_size: int, seed: int, lengths: Sequence[float] | None = None):
         if dataset_size == 0:
             raise ValueError("the training data is empty; give at least one example")
+        if lengths is not None and len(lengths) != dataset_size:
+            raise ValueError(f"{len(lengths)} lengths for {dataset_size} examples")
         self.size, self.batch_size, self.seed = dataset_size, batch_size, seed
-        self._epoch, self._permutation = -1, None
+        # Grouping needs at least two batches per epoch to choose from.
+        self.lengths = list(lengths) if lengths is not None and dataset_size >= 2 * batch_size else None
+        self._epoch, self._permutation, self._batches = -1, None, None
 
     def indices(self, g: int) -> list[int]:
+        if self.lengths is not None:
+            per_epoch = self.size // self.batch_size
+            return self._grouped_batches(g // per_epoch)[g % per_epoch]
         return [self.index_at(position) for position in range(g * self.batch_size, (g + 1) * self.batch_size)]
 
     def index_at(self, position: int) -> int:
         epoch = position // self.size
         if epoch != self._epoch:
-            generator = torch.Generator().manual_seed(derived_seed(self.seed, epoch, DATA_ORDER))
-            self._epoch, self._permutation = epoch, torch.randperm(self.size, generator=generator).tolist()
+            self._epoch, self._permutation = epoch, self._epoch_permutation(epoch)
         return self._permutation[position % self.size]
+
+    def _epoch_permutation(self, epoch: int) -> list[int]:
+        generator = torch.Generator().manual_seed(derived_seed(self.seed, epoch, DATA_ORDER))
+        return torch.randperm(self.size, generator=generator).tolist()
+
+    def _grouped_batches(self, epoch: int) -> list[list[int]]:
+        if epoch != self._epoch:
+            order = self._epoch_permutation(epoch)
+            order = order[: len(order) // self.batch_size * self.batch_size]
+            window = self.GROUP_WINDOW * self.batch_size
+            batches = []
+            for start in range(0, len(order), window):
+                chunk = sorted(order[start: start + window], key=self.lengths.__getitem__)
+                batches += [chunk[i: i + self.batch_size] for i in range(0, len(chunk), self.batch_size)]
+            shuffle = torch.Generator().manual_seed(derived_seed(self.seed, epoch, DATA_ORDER) + 1)
+            self._epoch, self._batches = epoch, [batches[i] for i in torch.randperm(len(batches),
+                                                                                      generator=shuffle).tolist()]
+        return self._batches
+
+
+def example_length(example: Example) -> float:
+    """About how many tokens an example takes: its images' 16x16-pixel patches plus ~4 characters a token."""
+    pixels = sum(image.width * image.height for image in [*example.input_images, example.output_image])
+    return pixels / PATCH_PIXELS**2 + len(example.instruction) / 4
 
 
 @dataclass
@@ -317,9 +357,10 @@ class BatchPlan:
 class FiniteMicroBatches(torch.utils.data.Dataset):
     """Item g is global micro-batch g of a finite dataset; a DataLoader's workers can build them."""
 
-    def __init__(self, data: Any, collator: TrainingCollator, plan: BatchPlan):
+    def __init__(self, data: Any, collator: TrainingCollator, plan: BatchPlan,
+                 lengths: Sequence[float] | None = None):
         self.data, self.collator, self.plan = data, collator, plan
-        self.order = DataOrder(len(data), plan.batch_size, plan.seed)
+        self.order = DataOrder(len(data), plan.batch_size, plan.seed, lengths)
 
     def __getitem__(self, g: int) -> tuple[int, TrainingBatch]:
         indices = self.order.indices(g)
@@ -333,8 +374,8 @@ def _unchanged(item: Any) -> Any:
 
 
 def finite_batches(data: Any, collator: TrainingCollator, plan: BatchPlan, start_step: int, end_step: int,
-                   num_workers: int) -> Iterator[tuple[int, TrainingBatch]]:
-    source = FiniteMicroBatches(data, collator, plan)
+                   num_workers: int, lengths: Sequence[float] | None = None) -> Iterator[tuple[int, TrainingBatch]]:
+    source = FiniteMicroBatches(data, collator, plan, lengths)
     numbers = plan.micro_batches(start_step, end_step)
     if num_workers == 0:
         return (source[g] for g in numbers)
@@ -690,7 +731,8 @@ def check_same_kind_of_run(checkpoint: Path, config: TrainConfig) -> None:
 
 def make_batches(data: Any, collator: TrainingCollator, plan: BatchPlan, start_step: int, config: TrainConfig):
     if is_finite_dataset(data):
-        return finite_batches(data, collator, plan, start_step, config.steps, config.num_workers)
+        lengths = [example_length(data[i]) for i in range(len(data))] if config.group_by_length else None
+        return finite_batches(data, collator, plan, start_step, config.steps, config.num_workers, lengths)
     return streamed_batches(data, collator, plan, start_step, config.steps)
 
 
