@@ -19,6 +19,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -125,6 +126,51 @@ class PreviewDecoder:
         return self.decode(self.previous + (1.0 - t_next) * velocity)[0]
 
 
+# ----------------------------------------------------------------------------- who uses the pipeline
+
+
+class PipelineBusy(ValueError):
+    """The shared pipeline is taken by a job that cannot share it; the message says by what."""
+
+
+class PipelineUse:
+    """Who is using the studio's one pipeline: any number of generations, or one exclusive job (a LoRA
+    training, loading an adapter), never both: a training changes the very modules a generation runs.
+    Events sharing GPU_QUEUE already take turns when --concurrency is 1; this holds for any concurrency."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self.generations = 0
+        self.exclusive: str | None = None  # what holds the pipeline alone, e.g. "training the LoRA 'x'"
+
+    @contextmanager
+    def generating(self) -> Iterator[None]:
+        with self._lock:
+            if self.exclusive is not None:
+                raise PipelineBusy(f"The model is busy {self.exclusive} (Train tab); generate when it has "
+                                   "finished, or stop it there.")
+            self.generations += 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self.generations -= 1
+
+    @contextmanager
+    def exclusively(self, purpose: str) -> Iterator[None]:
+        with self._lock:
+            if self.exclusive is not None:
+                raise PipelineBusy(f"The model is busy {self.exclusive}; wait until it has finished.")
+            if self.generations:
+                raise PipelineBusy(f"{self.generations} generation(s) are running; try again when they finish.")
+            self.exclusive = purpose
+        try:
+            yield
+        finally:
+            with self._lock:
+                self.exclusive = None
+
+
 # ----------------------------------------------------------------------------- the studio
 
 
@@ -140,6 +186,7 @@ class Studio:
         self.max_image_pixels = max_image_pixels
         self.concurrency_limit = concurrency_limit
         self.default_offload = default_offload
+        self.use = PipelineUse()  # generations share the pipeline; a LoRA training takes it alone
         pipe.set_progress_bar_config(disable=True)  # the page shows progress; the log stays readable
 
     # -- what the page shows before anything runs
@@ -351,10 +398,19 @@ def current_studio() -> Studio:
 
 
 def job_events(job: GenerationJob) -> Iterator[Event]:
-    """Run a job in a worker thread; yield a StepEvent per step, then a DoneEvent or a FailedEvent."""
+    """Run a job in a worker thread; yield a StepEvent per step, then a DoneEvent or a FailedEvent. Refused
+    (a FailedEvent) while a LoRA training holds the pipeline."""
+    studio = current_studio()
+    try:
+        with studio.use.generating():  # held until the worker below has stopped
+            yield from _job_events(studio, job)
+    except PipelineBusy as error:  # raised on entry only: nothing ran
+        yield FailedEvent(str(error))
+
+
+def _job_events(studio: Studio, job: GenerationJob) -> Iterator[Event]:
     from omnigen.sampler import GenerationCancelled
 
-    studio = current_studio()
     try:
         pictures = studio.load_inputs(job)
     except ValueError as error:

@@ -1,8 +1,10 @@
-"""`python app.py [--model DIR_OR_REPO] [--device] [--dtype] [--offload model|sequential] [--host] [--port] [--share]`
+"""`python app.py [--model DIR_OR_REPO] [--device] [--dtype] [--offload model|sequential] [--host] [--port] [--share]
+[--no-train]`
 
-Loads one OmniGenPipeline (the embedded model, or $OMNIGEN_MODEL, or --model) and serves the studio.
-On Hugging Face Spaces the defaults are right as they are: Spaces sets GRADIO_SERVER_NAME/PORT, and
-OMNIGEN_MODEL picks the model.
+Loads one OmniGenPipeline (the embedded model, or $OMNIGEN_MODEL, or --model) and serves the studio: the
+Generate tab and the LoRA Train tab (app/train_tab.py). On Hugging Face Spaces the defaults are right as
+they are: Spaces sets GRADIO_SERVER_NAME/PORT, and OMNIGEN_MODEL picks the model; set
+OMNIGEN_DISABLE_TRAINING=1 there (or pass --no-train) so visitors cannot tie up the model with training.
 """
 
 from __future__ import annotations
@@ -34,6 +36,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--max-file-size", default="20mb", help="largest upload accepted (default 20mb)")
     p.add_argument("--threads", type=int, default=None,
                    help="CPU threads for torch (default: 1 for a small model on the CPU, else torch's choice)")
+    p.add_argument("--no-train", action="store_true",
+                   help="leave out the LoRA Train tab (also: OMNIGEN_DISABLE_TRAINING=1), e.g. on a shared host")
     p.add_argument("--output-dir", default=str(Path(tempfile.gettempdir()) / "omnigen-studio"),
                    help="where results are written; the only folder the page serves files from")
     args = p.parse_args(argv)
@@ -56,8 +60,16 @@ def load_studio(args: argparse.Namespace):
                   threads=args.threads)
 
 
+def studio_tabs(args: argparse.Namespace, extra_tabs: Sequence = ()) -> list:
+    """The tab builders after Generate: the Train tab unless switched off, then `extra_tabs`."""
+    from .train_tab import build_train_tab, training_disabled
+
+    train = [] if args.no_train or training_disabled() else [build_train_tab]
+    return train + [builder for builder in extra_tabs if builder is not build_train_tab]
+
+
 def main(argv: Sequence[str] | None = None, extra_tabs: Sequence = ()) -> None:
-    """Parse flags, load the model, launch. `extra_tabs`: tab builders, see app.ui.build_app."""
+    """Parse flags, load the model, launch. `extra_tabs`: more tab builders, see app.ui.build_app."""
     args = parse_args(argv)
     try:
         studio = load_studio(args)
@@ -69,7 +81,7 @@ def main(argv: Sequence[str] | None = None, extra_tabs: Sequence = ()) -> None:
         sys.exit(2)
     from .ui import build_app, launch_options
 
-    demo = build_app(studio, extra_tabs)
+    demo = build_app(studio, studio_tabs(args, extra_tabs))
     demo.queue(max_size=args.queue_size)
     demo.launch(server_name=args.host, server_port=args.port,
                 **launch_options(studio, max_file_size=args.max_file_size, share=args.share))
