@@ -109,7 +109,9 @@ class Attention(nn.Module):
         if past is not None:
             k = torch.cat([past[0].to(k.device, k.dtype), k], dim=2)
             v = torch.cat([past[1].to(v.device, v.dtype), v], dim=2)
-        new_cache = (k[:, :, :keep], v[:, :, :keep]) if keep else None
+        # A compact copy: a slice would keep the whole sequence's keys/values alive as long as the cache.
+        new_cache = (k[:, :, :keep].clone(memory_format=torch.contiguous_format),
+                     v[:, :, :keep].clone(memory_format=torch.contiguous_format)) if keep else None
         if self.num_kv_heads != self.num_heads:
             repeat = self.num_heads // self.num_kv_heads
             k, v = k.repeat_interleave(repeat, dim=1), v.repeat_interleave(repeat, dim=1)

@@ -75,14 +75,19 @@ class ConditionBatch:
 
 def prefill(model, x: torch.Tensor, timestep: torch.Tensor, batch: ConditionBatch) -> tuple[torch.Tensor, KVCache]:
     """The first cached step, one row at a time: the same numbers as a batched forward, but the long
-    condition's activations exist for one row at once, so the cache does not add to a batch-sized peak."""
-    outputs, caches = [], []
+    condition's activations exist for one row at once, and each row's keys/values go straight into the
+    batch's cache, so the cache never exists twice."""
+    outputs, merged = [], None
     for r in range(batch.rows):
         out, cache = model(x[r:r + 1], timestep[r:r + 1], **batch.row(r), use_cache=True)
+        if merged is None:
+            merged = [(k.new_empty((batch.rows, *k.shape[1:])), v.new_empty((batch.rows, *v.shape[1:])))
+                      for k, v in cache]
+        for (keys, values), (k, v) in zip(merged, cache):
+            keys[r:r + 1].copy_(k)
+            values[r:r + 1].copy_(v)
         outputs.append(out)
-        caches.append(cache)
-    merged = [(torch.cat([c[layer][0] for c in caches]), torch.cat([c[layer][1] for c in caches]))
-              for layer in range(len(caches[0]))]
+        del cache
     return torch.cat(outputs), merged
 
 
