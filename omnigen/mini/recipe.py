@@ -247,7 +247,8 @@ class StopAfter:
             self.event.set()
 
 
-def export(model, config: dict, tokenizer_dir: Path, vae_dir: Path, out: Path, recipe: Recipe, result) -> None:
+def export(model, config: dict, tokenizer_dir: Path, vae_dir: Path, out: Path, recipe: Recipe, result,
+           init_from: Path | None = None) -> None:
     """Write the model folder next to `out`, then swap it into place."""
     from ..weights import save_transformer
 
@@ -262,8 +263,11 @@ def export(model, config: dict, tokenizer_dir: Path, vae_dir: Path, out: Path, r
                                                                            "bos_token_id", "eos_token_id",
                                                                            "max_input_image_size")})
     save_transformer(model, tmp)
-    (tmp / "recipe.json").write_text(json.dumps({"recipe": asdict(recipe), "trained_steps": result.step,
-                                                 "stopped_early": result.stopped}, indent=2))
+    record = {"recipe": asdict(recipe), "trained_steps": result.step, "stopped_early": result.stopped}
+    if init_from is not None:  # the lineage: what this run continued, as that folder's own record says
+        earlier = init_from / "recipe.json"
+        record["continued_from"] = json.loads(earlier.read_text()) if earlier.is_file() else str(init_from)
+    (tmp / "recipe.json").write_text(json.dumps(record, indent=2))
     old = out.with_name(out.name + ".old")
     shutil.rmtree(old, ignore_errors=True)
     if out.exists():
@@ -310,7 +314,7 @@ def main(argv: list[str] | None = None) -> int:
                                                     args.max_minutes)
     if decoder is not None and decoder.wait() != 0:
         raise RuntimeError(f"the decoder fine-tuning failed: see {vae_dir.parent / 'decoder.log'}")
-    export(model, config, tokenizer_dir, vae_dir, Path(args.out), recipe, result)
+    export(model, config, tokenizer_dir, vae_dir, Path(args.out), recipe, result, args.init_from)
     return 0
 
 
