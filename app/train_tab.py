@@ -67,7 +67,12 @@ validation samples; Stop keeps the adapter trained so far, Resume continues it. 
 
 
 def training_disabled() -> bool:
-    return os.environ.get(DISABLE_ENV, "").strip().lower() in ("1", "true", "yes", "on")
+    """OMNIGEN_DISABLE_TRAINING=1 turns the tab off, =0 on; unset, it is off on a Hugging Face Space (SPACE_ID
+    is set there), where visitors share the model and ZeroGPU grants seconds, not the minutes a training takes."""
+    value = os.environ.get(DISABLE_ENV, "").strip().lower()
+    if value:
+        return value in ("1", "true", "yes", "on")
+    return bool(os.environ.get("SPACE_ID"))
 
 
 # ----------------------------------------------------------------------------- what the page shows of a run

@@ -249,8 +249,17 @@ def test_a_generation_during_a_training_is_refused_with_a_message(studio):
 
 def test_the_train_tab_is_on_by_default_and_can_be_switched_off(monkeypatch):
     monkeypatch.delenv(train_tab.DISABLE_ENV, raising=False)
+    monkeypatch.delenv("SPACE_ID", raising=False)
     assert studio_tabs(Namespace(no_train=False)) == [train_tab.build_train_tab]
     assert studio_tabs(Namespace(no_train=True)) == []
     monkeypatch.setenv(train_tab.DISABLE_ENV, "1")
     extra = lambda studio: None  # noqa: E731
     assert studio_tabs(Namespace(no_train=False), [extra]) == [extra]
+
+
+def test_the_train_tab_is_off_on_a_space_unless_asked_for(monkeypatch):
+    monkeypatch.delenv(train_tab.DISABLE_ENV, raising=False)
+    monkeypatch.setenv("SPACE_ID", "someone/omnigen-studio")
+    assert studio_tabs(Namespace(no_train=False)) == []
+    monkeypatch.setenv(train_tab.DISABLE_ENV, "0")
+    assert studio_tabs(Namespace(no_train=False)) == [train_tab.build_train_tab]
