@@ -3,8 +3,8 @@
 
 Loads one OmniGenPipeline (the embedded model, or $OMNIGEN_MODEL, or --model) and serves the studio: the
 Generate tab and the LoRA Train tab (app/train_tab.py). On Hugging Face Spaces the defaults are right as
-they are: Spaces sets GRADIO_SERVER_NAME/PORT, and OMNIGEN_MODEL picks the model; set
-OMNIGEN_DISABLE_TRAINING=1 there (or pass --no-train) so visitors cannot tie up the model with training.
+they are: Spaces sets GRADIO_SERVER_NAME/PORT, OMNIGEN_MODEL picks the model, and the Train tab is off
+there unless OMNIGEN_DISABLE_TRAINING=0 (visitors must not tie up a shared model with training).
 """
 
 from __future__ import annotations
