@@ -154,7 +154,10 @@ class Decoder(nn.Module):
 
     def __init__(self, cfg):
         super().__init__()
-        self.embed_tokens = nn.Embedding(cfg.vocab_size, cfg.hidden_size, padding_idx=cfg.pad_token_id)
+        # Given storage, nn.Embedding skips its own init (OmniGen.reset_parameters does it): on the meta device
+        # that init zeroes the padding row through torch's Python decompositions, ~2.5 s of imports per load.
+        self.embed_tokens = nn.Embedding(cfg.vocab_size, cfg.hidden_size, padding_idx=cfg.pad_token_id,
+                                         _weight=torch.empty(cfg.vocab_size, cfg.hidden_size))
         self.layers = nn.ModuleList(
             DecoderLayer(cfg.hidden_size, cfg.num_attention_heads, cfg.num_key_value_heads,
                          cfg.intermediate_size, cfg.rms_norm_eps)
