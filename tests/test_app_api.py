@@ -1,10 +1,8 @@
-"""The studio's /generate endpoint through gradio_client, on the tiny random model folder.
-
-The pictures are noise, but the plumbing is the real thing: uploads, settings, PNG metadata that
-reproduces each image, concurrent clients, cancellation and readable errors.
+"""The studio's /generate endpoint through gradio_client, on the embedded model (assets/omnigen-mini):
+uploads, settings, PNG metadata that reproduces each image, concurrent clients, cancellation and
+readable errors.
 """
 
-import socket
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -18,33 +16,17 @@ from gradio_client import Client, handle_file  # noqa: E402
 from gradio_client.exceptions import AppError  # noqa: E402
 
 from app.engine import Studio, python_snippet, reproduce_kwargs  # noqa: E402
-from app.ui import build_app, launch_options  # noqa: E402
-from omnigen.pipeline import OmniGenPipeline  # noqa: E402
+from omnigen.pipeline import DEFAULT_MODEL, OmniGenPipeline  # noqa: E402
 from omnigen.png import read_settings  # noqa: E402
+from studio_support import serve_studio  # noqa: E402
 
 STEPS = 3
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
-def server(tiny_model_dir, tmp_path_factory):
-    import torch
-
-    threads = torch.get_num_threads()  # the studio sets one thread for a small model: restored below
-    pipe = OmniGenPipeline.from_pretrained(tiny_model_dir, device="cpu")
-    studio = Studio(pipe, tmp_path_factory.mktemp("studio-outputs"))
-    demo = build_app(studio)
-    demo.queue()
-    _, url, _ = demo.launch(prevent_thread_lock=True, server_name="127.0.0.1", server_port=free_port(),
-                            quiet=True, **launch_options(studio))
-    yield {"url": url, "studio": studio}
-    demo.close()
-    torch.set_num_threads(threads)
+def server(tmp_path_factory):
+    with serve_studio(DEFAULT_MODEL, tmp_path_factory.mktemp("studio-outputs")) as served:
+        yield served
 
 
 @pytest.fixture(scope="module")
@@ -53,9 +35,9 @@ def client(server):
 
 
 @pytest.fixture(scope="module")
-def reference_pipe(tiny_model_dir):
+def reference_pipe():
     """A second, independent pipeline: what a user reproducing an image from its metadata would load."""
-    pipe = OmniGenPipeline.from_pretrained(tiny_model_dir, device="cpu")
+    pipe = OmniGenPipeline.from_pretrained(DEFAULT_MODEL, device="cpu")
     pipe.set_progress_bar_config(disable=True)
     return pipe
 
@@ -64,7 +46,7 @@ def reference_pipe(tiny_model_dir):
 def scene(tmp_path_factory) -> Path:
     rng = np.random.default_rng(0)
     path = tmp_path_factory.mktemp("inputs") / "scene.png"
-    Image.fromarray(rng.integers(0, 256, (48, 80, 3), dtype=np.uint8)).save(path)
+    Image.fromarray(rng.integers(0, 256, (48, 64, 3), dtype=np.uint8)).save(path)  # within max_input_image_size
     return path
 
 
@@ -103,7 +85,7 @@ def test_an_edit_with_an_uploaded_image_takes_its_size_and_reproduces(client, re
     result = client.predict(prompt, image_1=handle_file(str(scene)), use_input_image_size_as_output=1,
                             num_inference_steps=STEPS, seed=5, api_name="/generate")
     path = first_image(result)
-    assert Image.open(path).size == (80, 48)
+    assert Image.open(path).size == (64, 48)
     settings = read_settings(path)
     assert settings["num_input_images"] == 1 and settings["use_input_image_size_as_output"] == 1
     again = reference_pipe(settings["prompt"], [Image.open(scene)], **reproduce_kwargs(settings)).images[0]

@@ -5,23 +5,21 @@ browser bundle of `playwright install` is not used. Screenshots go to test-artif
 """
 
 import re
-import socket
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
-CHROMIUM = Path("/usr/bin/chromium")
+from studio_support import CHROMIUM, chromium_page, serve_studio
+
 if not CHROMIUM.exists():
     pytest.skip(f"{CHROMIUM} is absent: install Debian's chromium (apt-get install chromium) for the browser tests",
                 allow_module_level=True)
 sync_api = pytest.importorskip("playwright.sync_api", reason="the playwright Python package is not installed")
 expect = sync_api.expect
 
-from app.engine import Studio  # noqa: E402
-from app.ui import build_app, launch_options  # noqa: E402
-from omnigen.pipeline import OmniGenPipeline  # noqa: E402
+from omnigen.pipeline import DEFAULT_MODEL  # noqa: E402
 from omnigen.png import read_settings  # noqa: E402
 
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
@@ -29,39 +27,17 @@ TIMEOUT_MS = 45_000
 expect.set_options(timeout=TIMEOUT_MS)  # retrying expectations: a busy 2-core machine renders slowly
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
-def studio_url(tiny_model_dir, tmp_path_factory):
-    import torch
-
-    threads = torch.get_num_threads()  # the studio sets one thread for a small model: restored below
-    pipe = OmniGenPipeline.from_pretrained(tiny_model_dir, device="cpu")
-    studio = Studio(pipe, tmp_path_factory.mktemp("browser-outputs"))
-    demo = build_app(studio)
-    demo.queue()
-    _, url, _ = demo.launch(prevent_thread_lock=True, server_name="127.0.0.1", server_port=free_port(),
-                            quiet=True, **launch_options(studio))
-    yield url, studio
-    demo.close()
-    torch.set_num_threads(threads)
+def studio_url(tmp_path_factory):
+    with serve_studio(DEFAULT_MODEL, tmp_path_factory.mktemp("browser-outputs")) as served:
+        yield served["url"], served["studio"]
 
 
 @pytest.fixture(scope="module")
 def page(studio_url):
-    with sync_api.sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=[
-            "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"])
-        page = browser.new_page(viewport={"width": 1400, "height": 1600})
-        page.set_default_timeout(TIMEOUT_MS)
-        page.goto(studio_url[0])
+    with chromium_page(studio_url[0], TIMEOUT_MS) as page:
         expect(page.locator("#generate")).to_be_visible()
         yield page
-        browser.close()
 
 
 @pytest.fixture(scope="module")

@@ -7,13 +7,12 @@ bundle is not used) and assets/omnigen-mini. Screenshots go to test-artifacts/.
 """
 
 import re
-import socket
 from pathlib import Path
 
 import pytest
+from studio_support import CHROMIUM, chromium_page, serve_studio
 
-CHROMIUM = Path("/usr/bin/chromium")
-MODEL = Path(__file__).resolve().parent.parent / "assets" / "omnigen-mini"
+from omnigen.pipeline import DEFAULT_MODEL as MODEL
 if not CHROMIUM.exists():
     pytest.skip(f"{CHROMIUM} is absent: install Debian's chromium (apt-get install chromium) for the browser tests",
                 allow_module_level=True)
@@ -22,10 +21,7 @@ if not (MODEL / "model.safetensors").is_file():
 sync_api = pytest.importorskip("playwright.sync_api", reason="the playwright Python package is not installed")
 expect = sync_api.expect
 
-from app.engine import Studio  # noqa: E402
 from app.train_tab import build_train_tab  # noqa: E402
-from app.ui import build_app, launch_options  # noqa: E402
-from omnigen.pipeline import OmniGenPipeline  # noqa: E402
 from omnigen.png import read_settings  # noqa: E402
 
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
@@ -35,40 +31,18 @@ STEPS = 24
 expect.set_options(timeout=TIMEOUT_MS)  # retrying expectations: a busy 2-core machine renders slowly
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def studio_url(tmp_path_factory):
-    import torch
-
-    threads = torch.get_num_threads()  # the studio sets one thread for a small model: restored below
-    pipe = OmniGenPipeline.from_pretrained(MODEL, device="cpu")
-    studio = Studio(pipe, tmp_path_factory.mktemp("train-outputs"))
-    demo = build_app(studio, extra_tabs=[build_train_tab])
-    demo.queue()
-    _, url, _ = demo.launch(prevent_thread_lock=True, server_name="127.0.0.1", server_port=free_port(),
-                            quiet=True, **launch_options(studio))
-    yield url, studio
-    demo.close()
-    torch.set_num_threads(threads)
+    with serve_studio(MODEL, tmp_path_factory.mktemp("train-outputs"), extra_tabs=[build_train_tab]) as served:
+        yield served["url"], served["studio"]
 
 
 @pytest.fixture(scope="module")
 def page(studio_url):
-    with sync_api.sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=[
-            "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"])
-        page = browser.new_page(viewport={"width": 1400, "height": 1800})
-        page.set_default_timeout(TIMEOUT_MS)
-        page.goto(studio_url[0])
+    with chromium_page(studio_url[0], TIMEOUT_MS, height=1800) as page:
         page.get_by_role("tab", name="Train (LoRA)").click()
         expect(page.locator("#train-start")).to_be_visible()
         yield page
-        browser.close()
 
 
 def shoot(page, name: str) -> None:
@@ -87,7 +61,7 @@ def test_a_bad_jsonl_upload_is_explained_by_line(page, tmp_path):
     jsonl.write_text('{"instruction": "a red square", "output_image": "images/missing.png"}\n{oops\n')
     page.get_by_text("Or upload a dataset").click()
     page.locator("#train-upload input[type=file]").set_input_files(str(jsonl))
-    expect(page.locator("#train-upload")).to_contain_text("data.jsonl")
+    expect(page.locator("#train-upload")).to_contain_text(re.compile(r"data\s*\.jsonl"))  # name, ext: two spans
     page.locator("#train-load-upload").click()
     toast = page.locator(".toast-body").filter(has_text="2 problem(s) in the training data")
     expect(toast.first).to_be_visible()
@@ -112,7 +86,7 @@ def test_rows_are_built_in_the_page_and_checked_before_they_join(page, tmp_path)
     page.locator("#train-add-row").click()  # the instruction names image 1, but no input picture was given
     expect(page.locator(".toast-body").filter(has_text="This row cannot train").first).to_contain_text("image")
     page.locator("#train-inputs input[type=file]").set_input_files([str(source)])
-    expect(page.locator("#train-inputs")).to_contain_text("source.png")
+    expect(page.locator("#train-inputs")).to_contain_text(re.compile(r"source\s*\.png"))
     page.locator("#train-add-row").click()
     expect(page.locator("#train-rows-info")).to_contain_text("1 training row(s) (1 with input images)")
     expect(page.locator("#train-rows")).to_contain_text("make the picture blue [+1 input image]")

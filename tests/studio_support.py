@@ -1,0 +1,57 @@
+"""What the studio's end-to-end tests share: a studio served on a free local port, and a page in Debian's
+headless Chromium (never a browser downloaded by `playwright install`)."""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def serve_studio(model_dir: str | Path, output_dir: Path, extra_tabs: Sequence = ()) -> Iterator[dict]:
+    """The studio on `model_dir`, launched in this process on 127.0.0.1: {"url", "studio"}; closed after."""
+    import torch
+
+    from app.engine import Studio
+    from app.ui import build_app, launch_options
+    from omnigen.pipeline import OmniGenPipeline
+
+    threads = torch.get_num_threads()  # the studio sets one thread for a small model: restored below
+    pipe = OmniGenPipeline.from_pretrained(model_dir, device="cpu")
+    studio = Studio(pipe, output_dir)
+    demo = build_app(studio, extra_tabs=extra_tabs)
+    demo.queue()
+    _, url, _ = demo.launch(prevent_thread_lock=True, server_name="127.0.0.1", server_port=free_port(),
+                            quiet=True, **launch_options(studio))
+    try:
+        yield {"url": url, "studio": studio}
+    finally:
+        demo.close()
+        torch.set_num_threads(threads)
+
+
+@contextlib.contextmanager
+def chromium_page(url: str, timeout_ms: int, height: int = 1600) -> Iterator:
+    """A Playwright page on `url` in headless Chromium, 1400 px wide."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_FLAGS)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": height})
+            page.set_default_timeout(timeout_ms)
+            page.goto(url)
+            yield page
+        finally:
+            browser.close()
