@@ -553,8 +553,9 @@ def default_adapter_name(path: str | os.PathLike) -> str:
 
 
 def free_name(model: nn.Module, name: str) -> str:
+    """`name`, or `name_2`, `name_3`, ... when it is loaded already or cannot name an adapter (see check_new_name)."""
     taken = lora_scales(model)
-    if name not in taken:
+    if name not in taken and not hasattr(nn.ModuleDict(), name):
         return name
     return next(f"{name}_{i}" for i in range(2, len(taken) + 3) if f"{name}_{i}" not in taken)
 
@@ -564,6 +565,9 @@ def check_new_name(model: nn.Module, name: str) -> None:
         raise ValueError(f"a LoRA adapter name is letters, digits, '_' and '-', got {name!r}")
     if name in lora_scales(model):
         raise ValueError(f"a LoRA adapter named {name!r} is already loaded: unload it or choose another name")
+    if hasattr(nn.ModuleDict(), name):  # peft keys its layers by the name: it cannot shadow a module attribute
+        raise ValueError(f"{name!r} cannot name a LoRA adapter: torch modules already use that name; choose "
+                         f"another, such as '{name}_lora'")
 
 
 def check_scale(name: str, scale) -> float:

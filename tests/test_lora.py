@@ -286,6 +286,8 @@ def test_bad_requests_are_refused(tmp_path, style):
         load_lora(model, style[0], name="a.b")
     with pytest.raises(ValueError, match="finite"):
         load_lora(model, style[0], scale=float("nan"))
+    with pytest.raises(ValueError, match="'training' cannot name a LoRA adapter"):  # peft would crash on it
+        load_lora(model, style[0], name="training")
     with pytest.raises(FileNotFoundError):
         load_lora(model, tmp_path / "missing")
     (tmp_path / "no-config").mkdir()
@@ -300,6 +302,8 @@ def test_bad_requests_are_refused(tmp_path, style):
     with pytest.raises(ValueError, match="no LoRA adapter named 'other'"):
         set_lora_scales(model, {"style": 0.5, "other": 1.0})
     assert lora_scales(model) == {"style": 1.0, "style_2": 1.0}
+    shutil.copytree(style[0], tmp_path / "training")
+    assert load_lora(model, tmp_path / "training") == "training_2"  # a folder name peft cannot take
 
 
 def test_pipeline_records_its_adapters_in_the_settings(tiny_model_dir, tmp_path):
