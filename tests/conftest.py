@@ -54,3 +54,13 @@ def tiny_pipe(tiny_model_dir):
     pipe = OmniGenPipeline.from_pretrained(tiny_model_dir, device="cpu")
     pipe.set_progress_bar_config(disable=True)
     return pipe
+
+
+@pytest.fixture
+def one_torch_thread():
+    """The models of these tests are small: one thread runs them fastest, and on a shared 2-core machine two
+    threads spin-wait for each other (10-50x slower). Modules ask for it with pytest.mark.usefixtures."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

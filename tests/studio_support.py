@@ -9,6 +9,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 CHROMIUM = Path("/usr/bin/chromium")
+ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"  # screenshots (gitignored)
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
 
 
@@ -55,3 +56,9 @@ def chromium_page(url: str, timeout_ms: int, height: int = 1600) -> Iterator:
             yield page
         finally:
             browser.close()
+
+
+def screenshot(page, name: str) -> None:
+    """The whole page as test-artifacts/NAME.png."""
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)

@@ -15,7 +15,7 @@ gradio_client = pytest.importorskip("gradio_client")
 from gradio_client import Client, handle_file  # noqa: E402
 from gradio_client.exceptions import AppError  # noqa: E402
 
-from app.engine import Studio, python_snippet, reproduce_kwargs  # noqa: E402
+from app.engine import python_snippet, reproduce_kwargs  # noqa: E402
 from omnigen.pipeline import DEFAULT_MODEL, OmniGenPipeline  # noqa: E402
 from omnigen.png import read_settings  # noqa: E402
 from studio_support import serve_studio  # noqa: E402

@@ -10,19 +10,12 @@ from PIL import Image, ImageDraw
 from omnigen import vae as vae_io
 from omnigen.mini.autoencoder import build_vae, images_to_pixels, reconstruction_psnr, train_vae, vae_config
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 # Small enough that a training step takes milliseconds: 32x32 pictures, 4x4 latents.
 SIZE = 32
 TINY = dict(latent_channels=4, widths=(8, 8, 16, 16), pool_size=64, batch_size=8, sample_size=SIZE)
 COLOURS = [(230, 30, 30), (20, 40, 200), (60, 190, 70), (240, 220, 30), (255, 255, 255), (60, 60, 60)]
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """A model this small runs fastest on one thread; two spin-wait for each other when other jobs share the CPU."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def rectangles(rng: random.Random, n: int) -> list[Image.Image]:

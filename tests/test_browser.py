@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from studio_support import CHROMIUM, chromium_page, serve_studio
+from studio_support import CHROMIUM, chromium_page, screenshot, serve_studio
 
 if not CHROMIUM.exists():
     pytest.skip(f"{CHROMIUM} is absent: install Debian's chromium (apt-get install chromium) for the browser tests",
@@ -22,7 +22,6 @@ expect = sync_api.expect
 from omnigen.pipeline import DEFAULT_MODEL  # noqa: E402
 from omnigen.png import read_settings  # noqa: E402
 
-ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
 TIMEOUT_MS = 45_000
 expect.set_options(timeout=TIMEOUT_MS)  # retrying expectations: a busy 2-core machine renders slowly
 
@@ -51,8 +50,7 @@ def scene(tmp_path_factory) -> Path:
 
 
 def shoot(page, name: str) -> None:
-    ARTIFACTS.mkdir(exist_ok=True)
-    page.screenshot(path=str(ARTIFACTS / f"browser-{name}.png"), full_page=True)
+    screenshot(page, f"browser-{name}")
 
 
 def set_number(page, elem_id: str, value: int) -> None:

@@ -10,7 +10,7 @@ import re
 from pathlib import Path
 
 import pytest
-from studio_support import CHROMIUM, chromium_page, serve_studio
+from studio_support import CHROMIUM, chromium_page, screenshot, serve_studio
 
 from omnigen.pipeline import DEFAULT_MODEL as MODEL
 if not CHROMIUM.exists():
@@ -24,7 +24,6 @@ expect = sync_api.expect
 from app.train_tab import build_train_tab  # noqa: E402
 from omnigen.png import read_settings  # noqa: E402
 
-ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
 TIMEOUT_MS = 60_000
 TRAIN_TIMEOUT_MS = 150_000  # 24 steps of batches of 16 take ~10 s alone; a busy 2-core machine is slower
 STEPS = 24
@@ -46,8 +45,7 @@ def page(studio_url):
 
 
 def shoot(page, name: str) -> None:
-    ARTIFACTS.mkdir(exist_ok=True)
-    page.screenshot(path=str(ARTIFACTS / f"browser-train-{name}.png"), full_page=True)
+    screenshot(page, f"browser-train-{name}")
 
 
 def set_number(page, elem_id: str, value: int) -> None:

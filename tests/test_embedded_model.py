@@ -1,7 +1,6 @@
 """The shipped embedded model: its folder is complete and it loads through the ordinary pipeline."""
 
 import json
-from pathlib import Path
 
 import pytest
 

@@ -6,7 +6,6 @@ import time
 from pathlib import Path
 
 import pytest
-import torch
 
 from omnigen import OmniGenPipeline
 from omnigen.mini.lora_example import (EXAMPLE_GUIDANCE, draws_rectangle, example_train_config, heldout_prompts,
@@ -16,17 +15,10 @@ from omnigen.training import train_lora
 MODEL = Path(__file__).resolve().parent.parent / "assets" / "omnigen-mini"
 SEEDS_PER_PROMPT = 2  # 5 held-out prompts x 2 seeds = 10 images per model
 
-pytestmark = pytest.mark.skipif(not (MODEL / "model.safetensors").is_file(),
-                                reason=f"the embedded model is missing ({MODEL}); build it with "
-                                       "`python -m omnigen.mini.recipe --out assets/omnigen-mini`")
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # the model is small; on a shared 2-core machine more threads only thrash
-    yield
-    torch.set_num_threads(threads)
+pytestmark = [pytest.mark.usefixtures("one_torch_thread"),
+              pytest.mark.skipif(not (MODEL / "model.safetensors").is_file(),
+                                 reason=f"the embedded model is missing ({MODEL}); build it with "
+                                        "`python -m omnigen.mini.recipe --out assets/omnigen-mini`")]
 
 
 def count_rectangles(pipe, cases) -> tuple[int, int]:

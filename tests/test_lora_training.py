@@ -16,16 +16,9 @@ from omnigen.lora import add_lora, lora_scales, save_lora
 from omnigen.training import (DatasetError, Example, ImageFolderDataset, LoraSettings, RowsDataset, TrainConfig,
                               open_training_data, read_loss_log, train_lora)
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 RED, BLUE, GREEN = (230, 30, 30), (20, 40, 200), (60, 190, 70)
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # A 64-wide model gains nothing from threads, and on a shared 2-core machine they make it much slower.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def square(color, background=(255, 255, 255)) -> Image.Image:

@@ -18,6 +18,8 @@ from omnigen.training.trainer import LatentCache, resolution_at, training_loss
 from omnigen.vae import load_vae
 from omnigen.weights import load_transformer, save_transformer
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 RED, BLUE, GREEN, YELLOW = (230, 30, 30), (20, 40, 200), (60, 190, 70), (240, 220, 30)
 
 
@@ -32,15 +34,6 @@ def examples() -> list[Example]:
     return [Example("a red square", [], square(RED)), Example("a blue square", [], square(BLUE)),
             Example("a green square", [], square(GREEN)), Example("a yellow square", [], square(YELLOW)),
             Example("<img><|image_1|></img> make the square blue", [square(RED)], square(BLUE))]
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    # A 64-wide model gains nothing from threads, and on a shared 2-core machine they make it 50x slower.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")
