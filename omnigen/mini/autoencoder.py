@@ -262,7 +262,7 @@ def save_checkpoint(path: Path, config: dict, seed: int, progress: dict, vae, op
 
 def load_checkpoint(path: Path, config: dict, seed: int, vae, optimizer, batch_rng: torch.Generator) -> dict:
     """Restore what `save_checkpoint` wrote; returns the progress dict (step, seconds, history)."""
-    state = torch.load(path, map_location="cpu", weights_only=False)
+    state = torch.load(path, map_location="cpu", weights_only=True)  # tensors, numbers, lists, dicts: no code
     if state["config"] != config or state["seed"] != seed:
         raise ValueError(f"{path} was written for another VAE config or seed ({state['config']}, "
                          f"seed {state['seed']}); "
