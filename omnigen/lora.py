@@ -552,10 +552,15 @@ def default_adapter_name(path: str | os.PathLike) -> str:
     return re.sub(r"[^A-Za-z0-9_-]+", "_", stem).strip("_") or "lora"
 
 
+def shadows_module_attribute(name: str) -> bool:
+    """peft keys its layers' ModuleDicts by the adapter name, which must not be a module attribute ('training')."""
+    return hasattr(nn.ModuleDict(), name)
+
+
 def free_name(model: nn.Module, name: str) -> str:
     """`name`, or `name_2`, `name_3`, ... when it is loaded already or cannot name an adapter (see check_new_name)."""
     taken = lora_scales(model)
-    if name not in taken and not hasattr(nn.ModuleDict(), name):
+    if name not in taken and not shadows_module_attribute(name):
         return name
     return next(f"{name}_{i}" for i in range(2, len(taken) + 3) if f"{name}_{i}" not in taken)
 
@@ -565,7 +570,7 @@ def check_new_name(model: nn.Module, name: str) -> None:
         raise ValueError(f"a LoRA adapter name is letters, digits, '_' and '-', got {name!r}")
     if name in lora_scales(model):
         raise ValueError(f"a LoRA adapter named {name!r} is already loaded: unload it or choose another name")
-    if hasattr(nn.ModuleDict(), name):  # peft keys its layers by the name: it cannot shadow a module attribute
+    if shadows_module_attribute(name):
         raise ValueError(f"{name!r} cannot name a LoRA adapter: torch modules already use that name; choose "
                          f"another, such as '{name}_lora'")
 

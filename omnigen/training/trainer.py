@@ -75,6 +75,10 @@ class LoraSettings:
     name: str = "new_adapter"  # its name while attached (saved files do not record it)
     base_model: str | None = None  # noted as base_model_name_or_path in adapter_config.json
 
+    @property
+    def effective_alpha(self) -> float:
+        return self.alpha if self.alpha is not None else self.rank
+
     def target_modules(self) -> tuple[str, ...]:
         if isinstance(self.targets, str):
             if self.targets not in LORA_TARGETS:
@@ -719,11 +723,9 @@ def check_same_kind_of_run(checkpoint: Path, config: TrainConfig) -> None:
     """A resumed run must train what the checkpoint holds: LoRA or not, with the same rank, alpha and layers."""
     saved, wanted = saved_lora_settings(checkpoint), config.lora
     describe = lambda s: ("every weight" if s is None else  # noqa: E731
-                          f"a LoRA of rank {s.rank}, alpha {s.alpha if s.alpha is not None else s.rank}, "
-                          f"targets {'+'.join(s.target_modules())}")
-    same = (saved is None) == (wanted is None) and (saved is None or (
-        (saved.rank, saved.alpha or saved.rank, sorted(saved.target_modules())) ==
-        (wanted.rank, wanted.alpha or wanted.rank, sorted(wanted.target_modules()))))
+                          f"a LoRA of rank {s.rank}, alpha {s.effective_alpha}, targets {'+'.join(s.target_modules())}")
+    shape = lambda s: None if s is None else (s.rank, s.effective_alpha, sorted(s.target_modules()))  # noqa: E731
+    same = shape(saved) == shape(wanted)
     if not same:
         raise ValueError(f"{checkpoint} trained {describe(saved)}, but this run asks for {describe(wanted)}; resume "
                          "with the run's own settings, or start a new run in another out_dir")
