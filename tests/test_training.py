@@ -255,6 +255,50 @@ def test_progressive_resolution_stages(model_dir, vae, processor, tmp_path):
     assert result.step == 3
 
 
+def test_latent_cache_is_kept_on_disk_for_the_same_vae_and_data_only(model_dir, vae, tmp_path):
+    import copy
+
+    folder = tmp_path / "latent-cache"
+    first = LatentCache(folder)
+    first.start_stage(vae, examples(), 32)
+    assert first.loaded_from is None and (folder / "stage-32.pt").is_file()
+    again = LatentCache(folder)
+    again.start_stage(vae, examples(), 32)
+    assert again.loaded_from == folder / "stage-32.pt"
+    assert again.latents.keys() == first.latents.keys()
+    assert all(torch.equal(again.latents[key], first.latents[key]) for key in first.latents)
+    changed = examples()
+    changed[2] = Example("a green square", [], square(BLUE))  # same text and size, other pixels
+    other_data = LatentCache(folder)
+    other_data.start_stage(vae, changed, 32)
+    assert other_data.loaded_from is None
+    assert not torch.equal(other_data.latents[(2, -1, 32, 32, 32)], first.latents[(2, -1, 32, 32, 32)])
+    other_vae = copy.deepcopy(vae)
+    with torch.no_grad():
+        next(other_vae.parameters()).add_(0.01)
+    fresh = LatentCache(folder)
+    fresh.start_stage(other_vae, changed, 32)
+    assert fresh.loaded_from is None
+    (folder / "stage-32.pt").write_bytes(b"not a cache")  # a damaged file is encoded again, not an error
+    damaged = LatentCache(folder)
+    damaged.start_stage(vae, examples(), 32)
+    assert damaged.loaded_from is None
+    repaired = LatentCache(folder)  # and the damaged file was replaced by a good one
+    repaired.start_stage(vae, examples(), 32)
+    assert repaired.loaded_from == folder / "stage-32.pt"
+
+
+def test_resumed_run_reads_its_latents_back(model_dir, vae, processor, tmp_path):
+    events = []
+    config = small_config(tmp_path / "run", steps=2, encode_latents_once=True, checkpoint_every=2)
+    train(load_transformer(model_dir), vae, processor, examples(), config, callback=events.append)
+    config.steps = 3
+    train(load_transformer(model_dir), vae, processor, examples(), config, callback=events.append, resume=True)
+    latents = [event for event in events if event["type"] == "latents"]
+    assert [event["loaded_from"] is None for event in latents] == [True, False]
+    assert latents[1]["count"] == latents[0]["count"] == 6
+
+
 def test_length_grouped_batches_cover_each_epoch_once_with_like_lengths():
     from omnigen.training.trainer import DataOrder
 

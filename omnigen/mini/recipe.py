@@ -216,8 +216,13 @@ def train_transformer_stage(recipe: Recipe, work: Path, tokenizer_dir: Path, vae
                 f"eta {event.get('eta_s', 0) / 60:.0f} min")
         elif event["type"] == "checkpoint":
             log(f"checkpoint {event['path']}")
+        elif event["type"] == "latents":
+            how = f"read from {event['loaded_from']}" if event["loaded_from"] else "encoded"
+            log(f"{event['count']} latents at {event['size']} px {how} in {event['seconds']:.0f} s")
 
     result = train(model, vae, processor, examples, train_config, callback=report, stop=stop.event)
+    if stop.stop_file.exists():  # honoured: the next run must not stop at its first step
+        stop.stop_file.unlink()
     log(f"transformer stage: step {result.step} in {(time.time() - start) / 60:.1f} min "
         f"({'stopped early' if result.stopped else 'complete'})")
     return model.eval().requires_grad_(False), config, result

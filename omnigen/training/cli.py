@@ -110,6 +110,9 @@ class ProgressReport:
                            + (f", adapter {event['adapter']}" if event.get("adapter") else ""))
         elif kind == "samples":
             self.bar.write(f"step {event['step']}: samples {', '.join(event['paths'])}")
+        elif kind == "latents":
+            how = "read back" if event["loaded_from"] else "encoded"
+            self.bar.write(f"{event['count']} image latents at {event['size']} px {how} in {event['seconds']:.1f} s")
 
     def close(self) -> None:
         self.bar.close()
