@@ -8,7 +8,8 @@ import torch
 from PIL import Image, ImageDraw
 
 from omnigen import vae as vae_io
-from omnigen.mini.autoencoder import build_vae, images_to_pixels, reconstruction_psnr, train_vae, vae_config
+from omnigen.mini.autoencoder import (build_vae, decoder_samples, finetune_decoder, images_to_pixels, reconstruction_psnr,
+                                      train_vae, vae_config)
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -95,3 +96,28 @@ def test_resume_refuses_a_checkpoint_of_another_config(tmp_path):
 def test_wrong_image_size_is_reported(tmp_path):
     with pytest.raises(ValueError, match="48x48"):
         train_vae(lambda rng, n: [Image.new("RGB", (48, 48))] * n, tmp_path, steps=1, **TINY)
+
+
+def test_decoder_finetuning_changes_only_the_decoder_and_lowers_its_error(tmp_path):
+    train_vae(rectangles, tmp_path, steps=20, lr=3e-3, **TINY)
+    before = vae_io.load_vae(tmp_path)
+    images = rectangles(random.Random(5), 64)
+    metrics = finetune_decoder(tmp_path, rectangles, max_seconds=6, batch_size=8, lr=3e-3, pool_size=64)
+    after = vae_io.load_vae(tmp_path)
+    assert metrics["steps"] > 10
+    encoder = [k for k in before.state_dict() if k.startswith(("encoder.", "quant_conv."))]
+    decoder = [k for k in before.state_dict() if k.startswith(("decoder.", "post_quant_conv."))]
+    assert encoder and all(torch.equal(before.state_dict()[k], after.state_dict()[k]) for k in encoder)
+    assert any(not torch.equal(before.state_dict()[k], after.state_dict()[k]) for k in decoder)
+    assert reconstruction_psnr(after, images) > reconstruction_psnr(before, images) + 0.5
+
+
+def test_decoder_pool_draws_every_family_and_the_held_out_pairs():
+    from omnigen.mini.tasks import FAMILIES, HELDOUT_FAMILIES
+
+    samples = decoder_samples(random.Random(0), 400)
+    assert {s.family for s in samples} == set(FAMILIES)
+    assert all(s.output_image.size == (64, 64) for s in samples)
+    splits = {(s.family, s.spec["split"]) for s in samples}
+    assert {(family, "heldout") for family in HELDOUT_FAMILIES} <= splits
+    assert [s.instruction for s in decoder_samples(random.Random(0), 20)] == [s.instruction for s in samples[:20]]

@@ -244,6 +244,26 @@ def test_format_table():
     assert len({len(line) for line in table if not line.startswith("-")}) == 1, "columns line up"
 
 
+def test_format_table_with_the_vae_ceiling():
+    rows = [
+        {"task": "segment", "samples": 20, "passed": 2, "pass_rate": 0.1, "vae_ceiling": 0.25},
+        {"task": "edit", "samples": 10, "passed": 10, "pass_rate": 1.0, "vae_ceiling": 1.0},
+    ]
+    table = mini_eval.format_table(rows).splitlines()
+    assert table[0].split()[-2:] == ["VAE", "ceiling"]
+    assert table[2].split() == ["segment", "20", "2", "10.0%", "25.0%"]
+    assert table[-1].split() == ["all", "rows", "30", "12", "40.0%", "50.0%"]  # weighted by samples
+    assert len({len(line) for line in table if not line.startswith("-")}) == 1, "columns line up"
+    without = {k: v for k, v in rows[1].items() if k != "vae_ceiling"}
+    assert "ceiling" not in mini_eval.format_table([rows[0], without])  # only when every row has one
+
+
+def test_vae_ceiling_of_a_random_vae_is_low(tiny_pipe):
+    ceilings = mini_eval.vae_ceiling(tiny_pipe.vae, ["text_to_image", "depth_extract"], per_family=3)
+    assert set(ceilings) == {"text_to_image", "depth_extract", "text_to_image (held-out pairs)"}
+    assert all(value == 0.0 for value in ceilings.values())  # its round trips are noise; the judge fails them
+
+
 def test_evaluate_runs_through_a_real_pipeline(tiny_pipe):
     # A random tiny model: the pass rate means nothing, but prompts, images and settings go through for real.
     rows = mini_eval.evaluate(tiny_pipe, ["edit"], per_family=2, steps=1)

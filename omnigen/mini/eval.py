@@ -2,9 +2,11 @@
 
     python -m omnigen.mini.eval --model assets/omnigen-mini [--per-family 20] [--steps 30]
         [--guidance 2.5] [--img-guidance 1.6] [--seed 0] [--families edit depth ...] [--json out.json]
+        [--ceiling]
 
 Prints one row per task family (plus the held-out rows of text_to_image and edit): how many samples,
-how many the judge passed. The evaluation set comes from the "eval" split (the training
+how many the judge passed; with --ceiling also how many true outputs the judge still passes after the
+model's VAE has encoded and decoded them, the most a transformer could reach through that VAE. The evaluation set comes from the "eval" split (the training
 distribution, its own seed stream) and the "heldout" split (colour-shape pairs never trained on).
 """
 
@@ -102,6 +104,33 @@ def evaluate(
     return rows
 
 
+def vae_ceiling(
+    vae, families: Sequence[str] = FAMILIES, per_family: int = 20, seed: int = 0, size: int = DEFAULT_SIZE,
+    batch_size: int = 32,
+) -> dict[str, float]:
+    """Per row, the share of the evaluation set's true outputs that the judge passes after a VAE round trip.
+
+    A transformer that predicted every latent perfectly would score this, so a row's pass rate is read
+    against it: well below it, the transformer falls short; near it, the VAE (or the judge) sets the limit.
+    """
+    import torch
+
+    from .. import vae as vae_io
+    from ..processor import image_to_tensor
+
+    ceilings = {}
+    for label, samples in evaluation_set(families, per_family, seed, size):
+        passed = 0
+        for first in range(0, len(samples), batch_size):
+            batch = samples[first : first + batch_size]
+            with torch.no_grad():
+                pixels = torch.stack([image_to_tensor(s.output_image) for s in batch])
+                round_trip = vae_io.to_pil(vae_io.decode(vae, vae_io.encode(vae, pixels, sample=False)))
+            passed += sum(judge(s, image).passed for s, image in zip(batch, round_trip))
+        ceilings[label] = passed / len(samples)
+    return ceilings
+
+
 def _generate(
     pipe, batch: list[Sample], size: int, steps: int, guidance_scale: float, img_guidance_scale: float, seed: int
 ) -> list:
@@ -123,15 +152,22 @@ def _generate(
 
 
 def format_table(rows: Sequence[dict]) -> str:
-    """A plain-text table: task family, samples, passed, pass rate; a total line at the end."""
+    """A plain-text table: task family, samples, passed, pass rate (and the VAE ceiling when every row has
+    one); a total line at the end."""
     width = max([len("task family"), *(len(r["task"]) for r in rows)])
-    lines = [f"{'task family':<{width}}  {'samples':>7}  {'passed':>6}  {'pass rate':>9}", "-" * (width + 30)]
+    ceiling = bool(rows) and all("vae_ceiling" in r for r in rows)
+    extra = f"  {'VAE ceiling':>11}" if ceiling else ""
+    rule = "-" * (width + 30 + len(extra))
+    lines = [f"{'task family':<{width}}  {'samples':>7}  {'passed':>6}  {'pass rate':>9}{extra}", rule]
     for r in rows:
-        lines.append(f"{r['task']:<{width}}  {r['samples']:>7}  {r['passed']:>6}  {100 * r['pass_rate']:>8.1f}%")
+        extra = f"  {100 * r['vae_ceiling']:>10.1f}%" if ceiling else ""
+        lines.append(f"{r['task']:<{width}}  {r['samples']:>7}  {r['passed']:>6}  {100 * r['pass_rate']:>8.1f}%{extra}")
     if rows:
         total, passed = sum(r["samples"] for r in rows), sum(r["passed"] for r in rows)
-        lines.append("-" * (width + 30))
-        lines.append(f"{'all rows':<{width}}  {total:>7}  {passed:>6}  {100 * passed / total:>8.1f}%")
+        extra = (f"  {100 * sum(r['vae_ceiling'] * r['samples'] for r in rows) / total:>10.1f}%"
+                 if ceiling else "")
+        lines.append(rule)
+        lines.append(f"{'all rows':<{width}}  {total:>7}  {passed:>6}  {100 * passed / total:>8.1f}%{extra}")
     return "\n".join(lines)
 
 
@@ -161,6 +197,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--batch-size", type=int, default=8, help="prompts per pipeline call (default 8)")
     parser.add_argument("--size", type=int, default=DEFAULT_SIZE, help=f"image size (default {DEFAULT_SIZE})")
     parser.add_argument("--json", type=Path, help="also write the rows and every sample's verdict here")
+    parser.add_argument("--ceiling", action="store_true",
+                        help="add a column: the judge on the VAE's round trip of the true outputs")
     args = parser.parse_args(argv)
     if not Path(args.model).is_dir():
         parser.error(f"model folder {args.model} does not exist; give a folder with config.json, "
@@ -174,6 +212,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         pipe, args.families, args.per_family, args.seed, args.steps, args.guidance, args.img_guidance,
         batch_size=args.batch_size, size=args.size, records=records, log=lambda line: print(line, file=sys.stderr),
     )
+    if args.ceiling:
+        ceilings = vae_ceiling(pipe.vae, args.families, args.per_family, args.seed, args.size)
+        for row in rows:
+            row["vae_ceiling"] = ceilings[row["task"]]
     print(format_table(rows))
     if args.json:
         settings = {k: v for k, v in vars(args).items() if k != "json"}
