@@ -273,12 +273,23 @@ def test_latent_cache_is_kept_on_disk_for_the_same_vae_and_data_only(model_dir, 
     other_data.start_stage(vae, changed, 32)
     assert other_data.loaded_from is None
     assert not torch.equal(other_data.latents[(2, -1, 32, 32, 32)], first.latents[(2, -1, 32, 32, 32)])
-    other_vae = copy.deepcopy(vae)
+    other_decoder = copy.deepcopy(vae)
     with torch.no_grad():
-        next(other_vae.parameters()).add_(0.01)
+        other_decoder.decoder.conv_out.weight.add_(0.01)  # decoder fine-tuning leaves the latents as they were
+    same = LatentCache(folder)
+    same.start_stage(other_decoder, changed, 32)
+    assert same.loaded_from == folder / "stage-32.pt"
+    other_encoder = copy.deepcopy(vae)
+    with torch.no_grad():
+        other_encoder.encoder.conv_in.weight.add_(0.01)
     fresh = LatentCache(folder)
-    fresh.start_stage(other_vae, changed, 32)
+    fresh.start_stage(other_encoder, changed, 32)
     assert fresh.loaded_from is None
+    other_scale = copy.deepcopy(other_encoder)  # the file now holds other_encoder's latents; only the scale differs
+    other_scale.register_to_config(scaling_factor=vae.config.scaling_factor * 2)
+    rescaled = LatentCache(folder)
+    rescaled.start_stage(other_scale, changed, 32)
+    assert rescaled.loaded_from is None
     (folder / "stage-32.pt").write_bytes(b"not a cache")  # a damaged file is encoded again, not an error
     damaged = LatentCache(folder)
     damaged.start_stage(vae, examples(), 32)

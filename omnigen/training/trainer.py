@@ -46,6 +46,7 @@ from torch import nn
 
 from ..processor import DEFAULT_NEGATIVE_PROMPT, PATCH_PIXELS, OmniGenProcessor, image_to_tensor
 from ..vae import encode as vae_encode
+from ..vae import latent_scale as vae_latent_scale
 from ..weights import save_transformer
 from .collator import TrainingBatch, TrainingCollator, prepare_images
 from .dataset import Example, TrainingData, is_finite_dataset
@@ -53,6 +54,8 @@ from .loss import batch_loss_weights, flow_matching_loss, noisy_latents
 from .samples import write_samples
 
 CHECKPOINTS = "checkpoints"
+# AutoencoderKL weights that only decoding uses: the cached latents do not depend on them.
+DECODER_SIDE = ("decoder.", "post_quant_conv.")
 LATENT_CACHE = "latent-cache"  # out_dir/latent-cache/stage-<size>.pt: encoded images, reused on resume
 ADAPTER = "adapter"  # out_dir/adapter: the latest good LoRA adapter
 TRAINER_STATE = "trainer_state.json"
@@ -502,9 +505,13 @@ class LatentCache:
 
 
 def stage_fingerprint(vae, data: Any, max_image_size: int) -> str:
-    """A digest of the VAE's weights and of every picture the stage encodes, in dataset order."""
-    digest = hashlib.sha256(f"latents v1 {max_image_size} {len(data)}".encode())
+    """A digest of what the latents depend on: the VAE's encoding side (its weights other than the decoder's,
+    and its latent shift and scale) and every picture the stage encodes, in dataset order. A fine-tuned
+    decoder keeps the fingerprint; a changed encoder, scale or picture does not."""
+    digest = hashlib.sha256(f"latents v2 {max_image_size} {len(data)} {vae_latent_scale(vae)}".encode())
     for name, tensor in sorted(vae.state_dict().items()):
+        if name.startswith(DECODER_SIDE):
+            continue
         digest.update(name.encode())
         digest.update(tensor.detach().cpu().contiguous().float().numpy().tobytes())
     for index in range(len(data)):
