@@ -143,13 +143,22 @@ def _unpng(data: bytes):
     return Image.open(io.BytesIO(data)).convert("RGB")
 
 
+def pool_path(recipe: Recipe, work: Path) -> Path:
+    """Where the rendered pool is kept: named by everything `sample_pool` reads from the recipe, so a change
+    of seed, size or family weights renders a new pool instead of silently reusing the old one."""
+    import hashlib
+
+    weights = json.dumps(sorted(recipe.family_weights.items())).encode()
+    return work / f"pool-{recipe.seed}-{recipe.pool_per_family}-{hashlib.sha256(weights).hexdigest()[:8]}.pkl"
+
+
 def load_or_build_pool(recipe: Recipe, work: Path) -> list:
     """The pool, rendered once and kept as PNG bytes in the work folder (rendering is the slow part)."""
     import pickle
 
     from ..training import Example
 
-    path = work / f"pool-{recipe.seed}-{recipe.pool_per_family}.pkl"
+    path = pool_path(recipe, work)
     if not path.is_file():
         log(f"rendering the training pool ({recipe.pool_per_family} per family on average)")
         rows = [(e.instruction, [_png(i) for i in e.input_images], _png(e.output_image)) for e in sample_pool(recipe)]
@@ -240,9 +249,9 @@ def decoder_stage(recipe: Recipe, vae_dir: Path, minutes: float) -> None:
     record = vae_dir.parent / "decoder.json"
     done = json.loads(record.read_text())["seconds"] if record.is_file() else 0.0
     remaining = minutes * 60 - done
-    if remaining < 30:
+    if remaining < 1:
         return
-    log(f"fine-tuning the VAE decoder for {remaining / 60:.0f} min (the latents the transformer learnt stay fixed)")
+    log(f"fine-tuning the VAE decoder for {remaining / 60:.1f} min (the latents the transformer learnt stay fixed)")
 
     def report(logs: dict) -> None:
         if logs["step"] % 500 == 0:
@@ -298,6 +307,23 @@ def export(model, config: dict, tokenizer_dir: Path, vae_dir: Path, out: Path, r
     log(f"wrote {out} ({sum(f.stat().st_size for f in out.rglob('*') if f.is_file()) / 2**20:.1f} MB)")
 
 
+def build(recipe: Recipe, out: Path, work: Path, init_from: Path | None = None,
+          max_minutes: float | None = None) -> Path:
+    """Every stage in order, each resumed from `work`; the model folder lands at `out`."""
+    work.mkdir(parents=True, exist_ok=True)
+    if init_from:
+        seed_stages_from(init_from, work)
+    tokenizer_dir = train_tokenizer_stage(recipe, work)
+    vae_dir = train_vae_stage(recipe, work)
+    model, config, result = train_transformer_stage(recipe, work, tokenizer_dir, vae_dir, init_from, max_minutes)
+    if result.stopped:
+        log("decoder fine-tuning skipped: the transformer stage was stopped early (a rerun continues both)")
+    else:
+        decoder_stage(recipe, vae_dir, recipe.decoder_minutes)
+    export(model, config, tokenizer_dir, vae_dir, out, recipe, result, init_from)
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", default="assets/omnigen-mini")
@@ -317,26 +343,15 @@ def main(argv: list[str] | None = None) -> int:
     recipe = Recipe(seed=args.seed)
     if args.steps:
         recipe.steps = args.steps
-    work = Path(args.work)
-    work.mkdir(parents=True, exist_ok=True)
+    if args.decoder_minutes is not None:
+        recipe.decoder_minutes = args.decoder_minutes
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.pool_only:
-        load_or_build_pool(recipe, work)
+        Path(args.work).mkdir(parents=True, exist_ok=True)
+        load_or_build_pool(recipe, Path(args.work))
         return 0
-    if args.init_from:
-        seed_stages_from(args.init_from, work)
-    tokenizer_dir = train_tokenizer_stage(recipe, work)
-    vae_dir = train_vae_stage(recipe, work)
-    if args.decoder_minutes is not None:
-        recipe.decoder_minutes = args.decoder_minutes
-    model, config, result = train_transformer_stage(recipe, work, tokenizer_dir, vae_dir, args.init_from,
-                                                    args.max_minutes)
-    if result.stopped:
-        log("decoder fine-tuning skipped: the transformer stage was stopped early (a rerun continues both)")
-    else:
-        decoder_stage(recipe, vae_dir, recipe.decoder_minutes)
-    export(model, config, tokenizer_dir, vae_dir, Path(args.out), recipe, result, args.init_from)
+    build(recipe, Path(args.out), Path(args.work), args.init_from, args.max_minutes)
     return 0
 
 

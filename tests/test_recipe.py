@@ -1,0 +1,77 @@
+"""The embedded model's recipe end to end, at a toy size: every stage runs, the folder it writes loads through the
+ordinary pipeline, and a second run resumes each stage instead of starting over."""
+
+import json
+
+import pytest
+
+from omnigen.mini import recipe as recipe_module
+from omnigen.mini.recipe import Recipe, build, pool_path
+from omnigen.training import latest_checkpoint
+
+
+def tiny_recipe(**changes) -> Recipe:
+    settings = dict(vae_steps=12, vae_widths=(8, 8, 8, 8), vae_latent_channels=4, vae_batch_size=4,
+                    vae_pool_size=16, decoder_minutes=0.05, hidden_size=32, num_hidden_layers=2,
+                    num_attention_heads=2, intermediate_size=64, pool_per_family=2, steps=4, batch_size=4,
+                    warmup_steps=1, checkpoint_every=2)
+    return Recipe(**{**settings, **changes})
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    root = tmp_path_factory.mktemp("recipe")
+    out, work = root / "model", root / "work"
+    build(tiny_recipe(), out, work)
+    return out, work
+
+
+def test_writes_a_folder_the_pipeline_loads(built):
+    from omnigen import OmniGenPipeline
+
+    out, work = built
+    files = {p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file()}
+    assert {"config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json", "vae/config.json",
+            "vae/diffusion_pytorch_model.safetensors", "recipe.json"} <= files
+    record = json.loads((out / "recipe.json").read_text())
+    assert record["trained_steps"] == 4 and not record["stopped_early"]
+    assert record["recipe"]["hidden_size"] == 32
+    assert json.loads((work / "vae-training" / "decoder.json").read_text())["seconds"] > 0
+    assert not out.with_name(out.name + ".tmp").exists()
+
+    pipe = OmniGenPipeline.from_pretrained(out, device="cpu")
+    assert pipe.native_size == 64
+    image = pipe("a red circle at the center on a white background", num_inference_steps=2, seed=0,
+                 progress=False).images[0]
+    assert image.size == (64, 64)
+
+
+def test_a_rerun_resumes_every_stage(built, monkeypatch):
+    out, work = built
+    tokenizer = (work / "tokenizer" / "tokenizer.json").stat().st_mtime_ns
+    vae_state = (work / "vae-training" / "vae_training.json").read_text()
+    decoder_record = (work / "vae-training" / "decoder.json").read_text()
+    pool = pool_path(tiny_recipe(), work).stat().st_mtime_ns
+    retrained = []
+    monkeypatch.setattr("omnigen.mini.tokenizer.train_tokenizer", lambda *a, **k: retrained.append("tokenizer"))
+    monkeypatch.setattr("omnigen.mini.autoencoder.train_vae", lambda *a, **k: retrained.append("vae"))
+
+    build(tiny_recipe(steps=6), out, work)  # two more transformer steps, nothing else
+
+    assert retrained == []
+    assert (work / "tokenizer" / "tokenizer.json").stat().st_mtime_ns == tokenizer
+    assert (work / "vae-training" / "vae_training.json").read_text() == vae_state
+    assert (work / "vae-training" / "decoder.json").read_text() == decoder_record  # its minutes were spent
+    assert pool_path(tiny_recipe(), work).stat().st_mtime_ns == pool
+    assert json.loads((out / "recipe.json").read_text())["trained_steps"] == 6
+    assert latest_checkpoint(work / "transformer").name == "step-000006"
+    assert json.loads((work / "transformer" / "train_config.json").read_text())["steps"] == 6
+
+
+def test_the_pool_is_named_by_what_it_is_drawn_from(tmp_path):
+    base = tiny_recipe()
+    reweighted = tiny_recipe(family_weights={**recipe_module.FAMILY_WEIGHTS, "text_to_image": 6.0})
+    assert pool_path(base, tmp_path) == pool_path(tiny_recipe(), tmp_path)
+    assert pool_path(base, tmp_path) != pool_path(reweighted, tmp_path)
+    assert pool_path(base, tmp_path) != pool_path(tiny_recipe(seed=1), tmp_path)
+    assert pool_path(base, tmp_path) != pool_path(tiny_recipe(pool_per_family=3), tmp_path)
