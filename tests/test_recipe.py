@@ -65,7 +65,8 @@ def test_a_rerun_resumes_every_stage(built, monkeypatch):
     assert pool_path(tiny_recipe(), work).stat().st_mtime_ns == pool
     assert json.loads((out / "recipe.json").read_text())["trained_steps"] == 6
     assert latest_checkpoint(work / "transformer").name == "step-000006"
-    assert json.loads((work / "transformer" / "train_config.json").read_text())["steps"] == 6
+    config = json.loads((work / "transformer" / "train_config.json").read_text())
+    assert config["steps"] == 6 and config["timestep_location"] == Recipe.timestep_location
 
 
 def test_the_pool_is_named_by_what_it_is_drawn_from(tmp_path):

@@ -207,6 +207,28 @@ def test_edit_weighting_ignores_unchanged_pairs_and_favours_changed_positions():
     assert weights[changed][0] == pytest.approx(5 * weights[~changed][0])
 
 
+def test_timestep_location_moves_training_towards_noise(model_dir, vae, processor, monkeypatch):
+    from omnigen.training import loss as loss_module
+
+    times = {location: loss_module.sample_timesteps(20000, torch.Generator().manual_seed(0), location)
+             for location in (0.0, -1.0)}
+    assert times[0.0].median().item() == pytest.approx(0.5, abs=0.01)
+    assert times[-1.0].median().item() == pytest.approx(torch.sigmoid(torch.tensor(-1.0)).item(), abs=0.01)
+    high_noise = {location: (t < 0.2).float().mean().item() for location, t in times.items()}
+    assert high_noise[0.0] == pytest.approx(0.083, abs=0.01) and high_noise[-1.0] == pytest.approx(0.35, abs=0.015)
+
+    seen = []
+    original = loss_module.sample_timesteps
+    monkeypatch.setattr(loss_module, "sample_timesteps", lambda n, g=None, location=0.0: seen.append(location)
+                        or original(n, g, location))
+    collator = TrainingCollator(processor)
+    batch = collator(examples()[:2], 64, random.Random(0), example_keys=[0, 1])
+    for location in (0.0, -1.5):
+        training_loss(load_transformer(model_dir), vae, batch, small_config(Path("unused"), timestep_location=location),
+                      torch.Generator().manual_seed(0), None, 64, torch.device("cpu"))
+    assert seen == [0.0, -1.5]
+
+
 def test_an_unchanged_edit_contributes_no_loss(model_dir, vae, processor):
     collator = TrainingCollator(processor)
     batch = collator([Example("<img><|image_1|></img> keep it", [square(RED)], square(RED))], 64, random.Random(0))

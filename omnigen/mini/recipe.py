@@ -57,6 +57,10 @@ class Recipe:
     condition_dropout: float = 0.1
     image_condition_dropout: float = 0.05
     edit_weighting: bool = True
+    # t = sigmoid(N(location, 1)). At 0 (the paper's choice) the model under-trained the high-noise steps where
+    # a picture's layout is decided: it learnt left/right from text but ignored top/bottom. -1.0 (about SD3's
+    # time shift of 3) fixed that; the shipped model switched to it at step 16,500.
+    timestep_location: float = -1.0
     group_by_length: bool = True  # few-shot prompts are 3-4x longer than the rest: batch like with like
     family_weights: dict = field(default_factory=lambda: dict(FAMILY_WEIGHTS))
 
@@ -215,6 +219,7 @@ def train_transformer_stage(recipe: Recipe, work: Path, tokenizer_dir: Path, vae
         learning_rate=recipe.learning_rate, warmup_steps=recipe.warmup_steps, lr_schedule="cosine",
         weight_decay=0.01, condition_dropout=recipe.condition_dropout,
         image_condition_dropout=recipe.image_condition_dropout, edit_weighting=recipe.edit_weighting,
+        timestep_location=recipe.timestep_location,
         checkpoint_every=recipe.checkpoint_every, keep_checkpoints=2, log_every=25, seed=recipe.seed,
         encode_latents_once=True, group_by_length=recipe.group_by_length, resume=latest_checkpoint(out_dir) is not None)
 

@@ -48,6 +48,8 @@ def add_train_parser(subparsers) -> None:
     run.add_argument("--condition-dropout", type=float, default=0.1)
     run.add_argument("--image-condition-dropout", type=float, default=0.1)
     run.add_argument("--edit-weighting", action="store_true", help="weight the changed parts of edits (paper, 2.3)")
+    run.add_argument("--timestep-location", type=float, default=0.0,
+                     help="t = sigmoid(N(location, 1)); below 0 trains more at high noise, where layout is decided")
     run.add_argument("--mixed-precision", choices=list(MIXED_PRECISION), default="no")
     run.add_argument("--gradient-checkpointing", action="store_true")
     run.add_argument("--seed", type=int, default=0)
@@ -78,7 +80,7 @@ def config_from_args(args) -> TrainConfig:
         warmup_steps=args.warmup_steps, lr_schedule=args.lr_schedule, grad_accumulation=args.grad_accumulation,
         mixed_precision=args.mixed_precision, gradient_checkpointing=args.gradient_checkpointing,
         condition_dropout=args.condition_dropout, image_condition_dropout=args.image_condition_dropout,
-        edit_weighting=args.edit_weighting,
+        edit_weighting=args.edit_weighting, timestep_location=args.timestep_location,
         resolution_stages=[(0, args.resolution)] if args.resolution else None,
         checkpoint_every=args.checkpoint_every, keep_checkpoints=args.keep_checkpoints, log_every=args.log_every,
         seed=args.seed, resume=args.resume,

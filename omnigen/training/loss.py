@@ -18,15 +18,17 @@ import torch
 IDENTICAL_TOLERANCE = 1e-4
 
 
-def sample_timesteps(batch_size: int, generator: torch.Generator | None = None) -> torch.Tensor:
-    """t = sigmoid(u), u ~ N(0, 1): most samples at middling noise levels, as in the paper (and SD3)."""
-    return torch.sigmoid(torch.randn(batch_size, generator=generator))
+def sample_timesteps(batch_size: int, generator: torch.Generator | None = None, location: float = 0.0) -> torch.Tensor:
+    """t = sigmoid(u), u ~ N(location, 1): with location 0 most samples sit at middling noise levels, as in the
+    paper (and SD3); a negative location moves them towards noise, where a picture's layout is decided."""
+    return torch.sigmoid(torch.randn(batch_size, generator=generator) + location)
 
 
-def noisy_latents(x1: torch.Tensor, generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
+def noisy_latents(x1: torch.Tensor, generator: torch.Generator | None = None,
+                  location: float = 0.0) -> dict[str, torch.Tensor]:
     """{"x_t", "t", "target"} for data latents x1 (B, C, H, W); randomness drawn on the CPU so every device
     (and a resumed run) sees the same numbers for the same generator state."""
-    t = sample_timesteps(x1.shape[0], generator).to(x1.device)
+    t = sample_timesteps(x1.shape[0], generator, location).to(x1.device)
     x0 = torch.randn(x1.shape, generator=generator).to(x1.device, x1.dtype)
     t_ = t.view(-1, 1, 1, 1).to(x1.dtype)
     return {"x_t": t_ * x1 + (1 - t_) * x0, "t": t, "target": x1 - x0}

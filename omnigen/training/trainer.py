@@ -124,6 +124,7 @@ class TrainConfig:
     image_condition_dropout: float = 0.1  # probability of training the image-only branch (image guidance)
     unconditional_prompt: str = DEFAULT_NEGATIVE_PROMPT  # what the sampler's unconditional branch says
     edit_weighting: bool = False  # weight changed positions of same-size edits (see loss.py)
+    timestep_location: float = 0.0  # t = sigmoid(N(location, 1)); below 0 trains more at high noise (layout)
     edit_amplification: float = 4.0
     edit_threshold: float = 0.1  # mean |z_in - z_out| over channels above which a position "changed"
     resolution_stages: list[tuple[int, int]] | None = None  # [(start_step, max_image_size)]; None: processor's
@@ -585,7 +586,7 @@ def training_loss(model: nn.Module, vae, batch: TrainingBatch, config: TrainConf
     if tokens != reserved:
         raise ValueError(f"the output latent has {tokens} patches but the prompt reserves {reserved} slots: the VAE's "
                          f"downsampling factor times the patch size must be {PATCH_PIXELS}")
-    noisy = noisy_latents(output_latents, generator)
+    noisy = noisy_latents(output_latents, generator, config.timestep_location)
     velocity = predict_velocity(model, batch, noisy["x_t"], noisy["t"], input_latents)
     weights = None
     if config.edit_weighting:
