@@ -227,6 +227,9 @@ def test_timestep_location_moves_training_towards_noise(model_dir, vae, processo
         training_loss(load_transformer(model_dir), vae, batch, small_config(Path("unused"), timestep_location=location),
                       torch.Generator().manual_seed(0), None, 64, torch.device("cpu"))
     assert seen == [0.0, -1.5]
+    for wrong in (float("nan"), 9.0, "low"):
+        with pytest.raises(ValueError, match="timestep_location"):
+            small_config(Path("unused"), timestep_location=wrong).check()
 
 
 def test_an_unchanged_edit_contributes_no_loss(model_dir, vae, processor):

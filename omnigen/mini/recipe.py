@@ -59,7 +59,7 @@ class Recipe:
     edit_weighting: bool = True
     # t = sigmoid(N(location, 1)). At 0 (the paper's choice) the model under-trained the high-noise steps where
     # a picture's layout is decided: it learnt left/right from text but ignored top/bottom. -1.0 (about SD3's
-    # time shift of 3) fixed that; the shipped model switched to it at step 16,500.
+    # time shift of 3) fixed that; the shipped model switched to it at step 16,400.
     timestep_location: float = -1.0
     group_by_length: bool = True  # few-shot prompts are 3-4x longer than the rest: batch like with like
     family_weights: dict = field(default_factory=lambda: dict(FAMILY_WEIGHTS))

@@ -123,8 +123,8 @@ class TrainConfig:
     condition_dropout: float = 0.1  # probability of training the unconditional branch (text guidance)
     image_condition_dropout: float = 0.1  # probability of training the image-only branch (image guidance)
     unconditional_prompt: str = DEFAULT_NEGATIVE_PROMPT  # what the sampler's unconditional branch says
-    edit_weighting: bool = False  # weight changed positions of same-size edits (see loss.py)
     timestep_location: float = 0.0  # t = sigmoid(N(location, 1)); below 0 trains more at high noise (layout)
+    edit_weighting: bool = False  # weight changed positions of same-size edits (see loss.py)
     edit_amplification: float = 4.0
     edit_threshold: float = 0.1  # mean |z_in - z_out| over channels above which a position "changed"
     resolution_stages: list[tuple[int, int]] | None = None  # [(start_step, max_image_size)]; None: processor's
@@ -167,6 +167,9 @@ class TrainConfig:
         for name in ("condition_dropout", "image_condition_dropout"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"TrainConfig.{name} must be a probability between 0 and 1, got {getattr(self, name)}")
+        if not (isinstance(self.timestep_location, (int, float)) and -5.0 <= self.timestep_location <= 5.0):
+            raise ValueError(f"TrainConfig.timestep_location must be a number between -5 and 5 (0: the paper's "
+                             f"t = sigmoid(N(0, 1))), got {self.timestep_location!r}")
         if self.resolution_stages is not None:
             check_resolution_stages(self.resolution_stages)
         if self.lora is not None:
