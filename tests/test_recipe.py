@@ -5,8 +5,7 @@ import json
 
 import pytest
 
-from omnigen.mini import recipe as recipe_module
-from omnigen.mini.recipe import Recipe, build, pool_path
+from omnigen.mini.recipe import FAMILY_WEIGHTS, Recipe, build, pool_path
 from omnigen.training import latest_checkpoint
 
 
@@ -71,7 +70,7 @@ def test_a_rerun_resumes_every_stage(built, monkeypatch):
 
 def test_the_pool_is_named_by_what_it_is_drawn_from(tmp_path):
     base = tiny_recipe()
-    reweighted = tiny_recipe(family_weights={**recipe_module.FAMILY_WEIGHTS, "text_to_image": 6.0})
+    reweighted = tiny_recipe(family_weights={**FAMILY_WEIGHTS, "text_to_image": 6.0})
     assert pool_path(base, tmp_path) == pool_path(tiny_recipe(), tmp_path)
     assert pool_path(base, tmp_path) != pool_path(reweighted, tmp_path)
     assert pool_path(base, tmp_path) != pool_path(tiny_recipe(seed=1), tmp_path)

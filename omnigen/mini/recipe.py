@@ -352,11 +352,12 @@ def main(argv: list[str] | None = None) -> int:
         recipe.decoder_minutes = args.decoder_minutes
     if args.threads:
         torch.set_num_threads(args.threads)
+    work = Path(args.work)
     if args.pool_only:
-        Path(args.work).mkdir(parents=True, exist_ok=True)
-        load_or_build_pool(recipe, Path(args.work))
+        work.mkdir(parents=True, exist_ok=True)
+        load_or_build_pool(recipe, work)
         return 0
-    build(recipe, Path(args.out), Path(args.work), args.init_from, args.max_minutes)
+    build(recipe, Path(args.out), work, args.init_from, args.max_minutes)
     return 0
 
 
