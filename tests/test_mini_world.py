@@ -71,6 +71,25 @@ def test_scene_rendering_puts_each_object_in_its_colour_and_region():
         assert abs(mask.sum() / 19**2 - ratio) < 0.08
 
 
+def test_depth_follows_the_ground_plane_in_every_family():
+    # Depth must be something a picture shows, or depth estimation is guesswork: lower is nearer.
+    assert world.REGION_DEPTH == {"top left": "far", "top right": "far", "center": "middle",
+                                  "bottom left": "near", "bottom right": "near"}
+    seen = set()
+    for family in FAMILIES:
+        for sample in generate(family, 30, seed=3):
+            for picture in [*sample.spec["inputs"], sample.spec["target"]]:
+                for scene in scenes_in(picture):
+                    for obj in scene.objects:
+                        assert obj.depth == world.REGION_DEPTH[obj.region], (family, obj)
+                        seen.add(obj.depth)
+    assert seen == set(world.DEPTHS)
+    scene = Scene("white", (SceneObject("circle", "red", "large", "top left"),
+                            SceneObject("square", "blue", "large", "bottom right")))
+    depth = pixels(world.render_depth(scene))[:, :, 0]
+    assert depth[50, 48] == 255 and depth[16, 16] == 85
+
+
 def test_renderers_follow_the_size_parameter():
     scene = Scene("white", (SceneObject("square", "blue", "large", "center"),), size=96)
     for image in (world.render_scene(scene), world.render_depth(scene), world.render_edges(scene)):

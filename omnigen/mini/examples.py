@@ -177,7 +177,7 @@ def _restore_examples(size: int) -> list[Example]:
 
 def _recolour(scene: Scene, source: str, target: str) -> Scene:
     objects = tuple(
-        SceneObject(o.shape, target if o.color == source else o.color, o.size, o.region, o.depth) for o in scene.objects
+        SceneObject(o.shape, target if o.color == source else o.color, o.size, o.region) for o in scene.objects
     )
     return Scene(scene.background, objects, scene.size)
 

@@ -24,7 +24,6 @@ from .world import (
     ARM_POSES,
     BACKGROUND_COLORS,
     DEFAULT_SIZE,
-    DEPTHS,
     FIGURE_BACKGROUNDS,
     LEANS,
     LEG_POSES,
@@ -110,7 +109,7 @@ def _has_heldout(scene: Scene) -> bool:
 
 def random_object(rng: random.Random, pairs: Sequence[tuple[str, str]], region: str) -> SceneObject:
     color, shape = rng.choice(list(pairs))
-    return SceneObject(shape, color, rng.choice(SIZES), region, rng.choice(DEPTHS))
+    return SceneObject(shape, color, rng.choice(SIZES), region)
 
 
 def random_scene(
@@ -292,7 +291,7 @@ def make_text_to_image(rng: random.Random, split: str, size: int) -> Sample:
             index = rng.randrange(len(scene.objects))
             old = scene.objects[index]
             color, shape = rng.choice(HELDOUT_PAIRS)
-            new = SceneObject(shape, color, old.size, old.region, old.depth)
+            new = SceneObject(shape, color, old.size, old.region)
             objects = scene.objects[:index] + (new,) + scene.objects[index + 1 :]
             if _fits(objects):
                 scene = Scene(scene.background, objects, size)
@@ -310,7 +309,7 @@ def _edit_recolour(scene: Scene, rng: random.Random, pairs) -> tuple[str, Scene,
     if not colors:
         return None
     color = rng.choice(colors)
-    recoloured = SceneObject(obj.shape, color, obj.size, obj.region, obj.depth)
+    recoloured = SceneObject(obj.shape, color, obj.size, obj.region)
     objects = scene.objects[:index] + (recoloured,) + scene.objects[index + 1 :]
     if not _fits(objects):
         return None
@@ -365,7 +364,7 @@ def _edit_move(scene: Scene, rng: random.Random, pairs) -> tuple[str, Scene, str
     free = [r for r in REGIONS if r not in {o.region for o in scene.objects}]
     rng.shuffle(free)
     for region in free:
-        moved = SceneObject(obj.shape, obj.color, obj.size, region, obj.depth)
+        moved = SceneObject(obj.shape, obj.color, obj.size, region)
         if _fits(scene.objects[:index] + (moved,) + scene.objects[index + 1 :]):
             ref, where = refer(scene, index, rng), rng.choice(_REGION_TARGETS[region])
             instruction = rng.choice(
@@ -422,7 +421,7 @@ def make_subject(rng: random.Random, split: str, size: int) -> Sample:
     subject = source.objects[0]
     while True:
         target = random_scene(rng, size, n_objects=rng.randint(1, 3))
-        placed = SceneObject(subject.shape, subject.color, subject.size, target.objects[0].region, subject.depth)
+        placed = SceneObject(subject.shape, subject.color, subject.size, target.objects[0].region)
         others = tuple(o for o in target.objects[1:] if o.pair != subject.pair)
         if _fits((placed, *others)):
             break
@@ -637,7 +636,7 @@ def _fewshot_pair(transform: str, rng: random.Random, size: int, params: dict) -
             source, target = params["from"], params["to"]
             scene = random_scene(rng, size, pairs=[p for p in SEEN_PAIRS if p[0] == source or rng.random() < 0.5])
             recoloured = tuple(
-                SceneObject(o.shape, target, o.size, o.region, o.depth) if o.color == source else o
+                SceneObject(o.shape, target, o.size, o.region) if o.color == source else o
                 for o in scene.objects
             )
             if any(o.color == source for o in scene.objects) and _fits(recoloured):
