@@ -1,8 +1,9 @@
 """The X2I-mini world: flat-colour scenes of simple shapes and a stick figure, and their renderers.
 
 A scene is a light background with one to three objects (circle, square or triangle; one of six
-colours; small or large; in one of five regions, at most one object per region). A figure is a
-stick person in one of 54 poses, optionally wearing a coloured or patterned shirt. Every picture
+colours; small or large; in one of five regions, at most one object per region; its depth, drawn
+only in the depth map, follows its height in the picture: the lower, the nearer). A figure is a stick
+person in one of 54 poses, optionally wearing a coloured or patterned shirt. Every picture
 the task generators and the judge need is rendered from these small specs, with antialiasing
 off, so the same spec always gives the same pixels.
 
