@@ -57,7 +57,9 @@ DEPTH_LEVELS = {"near": 255, "middle": 170, "far": 85}  # nearer is brighter; ba
 # An object's depth follows from where it stands on the ground plane: lower in the picture is nearer, the
 # cue a single photograph gives. (Depth drawn at random was invisible in the scene, which made depth
 # estimation, and few-shot depth prompts, guesswork: 25% passed where chance is about 16%.)
-REGION_DEPTH = {"top left": "far", "top right": "far", "center": "middle", "bottom left": "near", "bottom right": "near"}
+REGION_DEPTH = {
+    "top left": "far", "top right": "far", "center": "middle", "bottom left": "near", "bottom right": "near",
+}
 
 # Half the side of an object's bounding box on the 64 grid. A large object in a corner and a small
 # one in the centre keep a 1-pixel gap; two large ones there would overlap, so scenes forbid that.
