@@ -21,13 +21,17 @@ from pathlib import Path
 import torch
 
 # Families are drawn in proportion to these weights: text-to-image, edits and few-shot need the most
-# examples. From step 25,675 the families the model had learnt (try-on, skeleton and edge extraction at
-# 95-100%) gave some of their share to those it had not (depth, edges, few-shot); until then
-# tryon 1.5, pose_extract 1.0, depth 1.0, depth_extract 1.0, edges 1.0, edges_extract 1.0, edit 3.0, fewshot 2.0.
+# examples. The weights followed the model: from step 25,675 the families it had learnt (try-on, skeleton and
+# edge extraction at 95-100%) gave share to those it had not; from step 35,925 again (depth extraction had
+# reached 90%; edit, depth, segmentation and few-shot were the rows short of their targets).
+#   steps      0-25,675: tryon 1.5, pose_extract 1.0, depth 1.0, depth_extract 1.0, edges 1.0, edges_extract 1.0,
+#                        segment 1.5, edit 3.0, fewshot 2.0
+#   steps 25,675-35,925: tryon 1.0, pose_extract 0.75, depth 1.5, depth_extract 1.5, edges 1.5, edges_extract 0.75,
+#                        segment 1.5, edit 3.5, fewshot 2.5
 FAMILY_WEIGHTS = {
-    "text_to_image": 3.0, "edit": 3.5, "subject": 1.5, "tryon": 1.0, "pose": 1.0, "pose_extract": 0.75,
-    "depth": 1.5, "depth_extract": 1.5, "edges": 1.5, "edges_extract": 0.75, "segment": 1.5, "restore": 1.0,
-    "fewshot": 2.5,
+    "text_to_image": 3.0, "edit": 4.0, "subject": 1.5, "tryon": 0.75, "pose": 1.0, "pose_extract": 0.5,
+    "depth": 2.0, "depth_extract": 1.25, "edges": 1.75, "edges_extract": 0.5, "segment": 2.0, "restore": 1.0,
+    "fewshot": 3.0,
 }
 
 
