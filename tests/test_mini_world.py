@@ -4,6 +4,7 @@ held-out pairs, the fine-tuning JSONL and the preset examples."""
 import json
 import random
 import re
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -190,6 +191,25 @@ def test_generation_is_deterministic_under_a_seed():
         assert all(np.array_equal(pixels(a.output_image), pixels(b.output_image)) for a, b in zip(first, again))
         assert [s.spec for s in first] != [s.spec for s in other]
     assert [s.spec for s in generate("edit", 4, 7, "eval")] != [s.spec for s in generate("edit", 4, 7, "train")]
+
+
+def test_sub_task_weights_shift_the_draw_and_reject_what_they_cannot_weight():
+    def tasks_drawn(family, weights, n=120):
+        rng = random.Random(3)
+        return Counter(make_sample(family, rng, task_weights=weights).task for _ in range(n))
+
+    only_flip = {t: 0.0 for t in tasks.FEWSHOT_TRANSFORMS if t != "flip"}
+    assert set(tasks_drawn("fewshot", only_flip)) == {"flip"}
+    moves = tasks_drawn("edit", {"move": 8.0})  # the other four weigh 1 each: about two thirds are moves
+    assert 0.5 < moves["move"] / 120 < 0.85 and len(moves) == 5
+    uniform = tasks_drawn("restore", None)
+    assert set(uniform) == set(tasks.RESTORE_TASKS) and max(uniform.values()) < 60
+    with pytest.raises(ValueError, match="unknown fewshot sub-task"):
+        make_sample("fewshot", random.Random(0), task_weights={"rotate": 1.0})
+    with pytest.raises(ValueError, match="has no sub-tasks"):
+        make_sample("depth", random.Random(0), task_weights={"depth": 1.0})
+    with pytest.raises(ValueError, match="at least one above 0"):
+        make_sample("restore", random.Random(0), task_weights={t: 0.0 for t in tasks.RESTORE_TASKS})
 
 
 def test_heldout_pairs_never_appear_in_training_or_eval_samples():

@@ -73,5 +73,6 @@ def test_the_pool_is_named_by_what_it_is_drawn_from(tmp_path):
     reweighted = tiny_recipe(family_weights={**FAMILY_WEIGHTS, "text_to_image": 6.0})
     assert pool_path(base, tmp_path) == pool_path(tiny_recipe(), tmp_path)
     assert pool_path(base, tmp_path) != pool_path(reweighted, tmp_path)
+    assert pool_path(base, tmp_path) != pool_path(tiny_recipe(task_weights={"edit": {"move": 3.0}}), tmp_path)
     assert pool_path(base, tmp_path) != pool_path(tiny_recipe(seed=1), tmp_path)
     assert pool_path(base, tmp_path) != pool_path(tiny_recipe(pool_per_family=3), tmp_path)

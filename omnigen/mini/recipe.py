@@ -23,15 +23,24 @@ import torch
 # Families are drawn in proportion to these weights: text-to-image, edits and few-shot need the most
 # examples. The weights followed the model: from step 25,675 the families it had learnt (try-on, skeleton and
 # edge extraction at 95-100%) gave share to those it had not; from step 35,925 again (depth extraction had
-# reached 90%; edit, depth, segmentation and few-shot were the rows short of their targets).
+# reached 90%; edit, depth, segmentation and few-shot were the rows short of their targets); from step 46,000
+# text-to-image (98%) and try-on (98%) gave share to segmentation and few-shot.
 #   steps      0-25,675: tryon 1.5, pose_extract 1.0, depth 1.0, depth_extract 1.0, edges 1.0, edges_extract 1.0,
 #                        segment 1.5, edit 3.0, fewshot 2.0
 #   steps 25,675-35,925: tryon 1.0, pose_extract 0.75, depth 1.5, depth_extract 1.5, edges 1.5, edges_extract 0.75,
 #                        segment 1.5, edit 3.5, fewshot 2.5
+#   steps 35,925-46,000: text_to_image 3.0, tryon 0.75, segment 2.0, fewshot 3.0 (the rest as below)
 FAMILY_WEIGHTS = {
-    "text_to_image": 3.0, "edit": 4.0, "subject": 1.5, "tryon": 0.75, "pose": 1.0, "pose_extract": 0.5,
-    "depth": 2.0, "depth_extract": 1.25, "edges": 1.75, "edges_extract": 0.5, "segment": 2.0, "restore": 1.0,
-    "fewshot": 3.0,
+    "text_to_image": 2.5, "edit": 4.0, "subject": 1.5, "tryon": 0.5, "pose": 1.0, "pose_extract": 0.5,
+    "depth": 2.0, "depth_extract": 1.25, "edges": 1.75, "edges_extract": 0.5, "segment": 2.5, "restore": 1.0,
+    "fewshot": 3.5,
+}
+# Sub-tasks drawn in these proportions in the training pool (a sub-task not named weighs 1; the evaluation
+# sets stay uniform). Until step 46,000 all were uniform. By then the few-shot row passed its extraction
+# prompts 28/28 but its colour-keeping ones (background, recolour, flip) 1/22, and edits failed every move.
+TASK_WEIGHTS = {
+    "edit": {"move": 2.5, "recolour": 1.5},
+    "fewshot": {"recolour": 2.5, "flip": 2.5, "background": 2.5, "edges": 0.5, "depth": 0.5, "skeleton": 0.5},
 }
 
 
@@ -69,6 +78,7 @@ class Recipe:
     timestep_location: float = -1.0
     group_by_length: bool = True  # few-shot prompts are 3-4x longer than the rest: batch like with like
     family_weights: dict = field(default_factory=lambda: dict(FAMILY_WEIGHTS))
+    task_weights: dict = field(default_factory=lambda: {f: dict(w) for f, w in TASK_WEIGHTS.items()})
 
 
 def log(message: str) -> None:
@@ -133,7 +143,7 @@ def sample_pool(recipe: Recipe) -> list:
     for family, weight in recipe.family_weights.items():
         count = round(recipe.pool_per_family * len(recipe.family_weights) * weight / total)
         for _ in range(count):
-            s = make_sample(family, rng, split="train")
+            s = make_sample(family, rng, split="train", task_weights=recipe.task_weights.get(family))
             examples.append(Example(s.instruction, list(s.input_images), s.output_image))
     random.Random(recipe.seed).shuffle(examples)
     return examples
@@ -155,10 +165,10 @@ def _unpng(data: bytes):
 
 def pool_path(recipe: Recipe, work: Path) -> Path:
     """Where the rendered pool is kept: named by everything `sample_pool` reads from the recipe, so a change
-    of seed, size or family weights renders a new pool instead of silently reusing the old one."""
+    of seed, size or family or sub-task weights renders a new pool instead of silently reusing the old one."""
     import hashlib
 
-    weights = json.dumps(sorted(recipe.family_weights.items())).encode()
+    weights = json.dumps([sorted(recipe.family_weights.items()), recipe.task_weights], sort_keys=True).encode()
     return work / f"pool-{recipe.seed}-{recipe.pool_per_family}-{hashlib.sha256(weights).hexdigest()[:8]}.pkl"
 
 
@@ -341,6 +351,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--work", default="runs/omnigen-mini", help="resumable intermediate state")
     parser.add_argument("--steps", type=int, help=f"transformer steps (default {Recipe.steps})")
     parser.add_argument("--max-minutes", type=float, help="stop the transformer stage after this long and export")
+    parser.add_argument("--learning-rate", type=float,
+                        help=f"peak learning rate of the cosine schedule (default {Recipe.learning_rate}); a lower one "
+                             "suits a continuation with --init-from, which starts its own schedule at step 0")
     parser.add_argument("--init-from", type=Path,
                         help="continue from an exported model folder: its tokenizer and VAE are taken as finished "
                              "stages (unless the work folder has its own) and the transformer starts from its weights")
@@ -354,6 +367,8 @@ def main(argv: list[str] | None = None) -> int:
     recipe = Recipe(seed=args.seed)
     if args.steps:
         recipe.steps = args.steps
+    if args.learning_rate:
+        recipe.learning_rate = args.learning_rate
     if args.decoder_minutes is not None:
         recipe.decoder_minutes = args.decoder_minutes
     if args.threads:

@@ -14,7 +14,7 @@ import json
 import os
 import random
 import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -71,6 +71,7 @@ HELDOUT_PAIRS: tuple[tuple[str, str], ...] = (
 ALL_PAIRS = tuple((c, s) for c in OBJECT_COLORS for s in SHAPES)
 SEEN_PAIRS = tuple(p for p in ALL_PAIRS if p not in HELDOUT_PAIRS)
 FEWSHOT_TRANSFORMS = ("recolour", "flip", "background", "edges", "depth", "skeleton")
+RESTORE_TASKS = ("denoise", "deblur", "colourise")
 
 
 @dataclass
@@ -90,6 +91,15 @@ def placeholder(k: int) -> str:
 
 
 IMG1, IMG2 = placeholder(1), placeholder(2)
+
+TaskWeights = Mapping[str, float] | None  # {sub-task: weight}; see make_sample
+
+
+def _pick(rng: random.Random, options: Sequence[str], weights: Mapping[str, float] | None) -> str:
+    """A uniform choice, or one in proportion to `weights` (a missing option weighs 1)."""
+    if not weights:
+        return rng.choice(options)  # the unweighted draw is kept as it was: the seeded eval sets depend on it
+    return rng.choices(options, [weights.get(o, 1.0) for o in options])[0]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -400,12 +410,12 @@ EDIT_OPERATIONS: dict[str, Callable] = {
 }
 
 
-def make_edit(rng: random.Random, split: str, size: int) -> Sample:
+def make_edit(rng: random.Random, split: str, size: int, task_weights: TaskWeights = None) -> Sample:
     # Held-out edits create a held-out pair from a scene of seen pairs (by recolouring or adding).
     operations = ("recolour", "add") if split == "heldout" else tuple(EDIT_OPERATIONS)
     out_pairs = HELDOUT_PAIRS if split == "heldout" else SEEN_PAIRS
     while True:
-        operation = rng.choice(operations)
+        operation = _pick(rng, operations, task_weights)
         n_objects = rng.randint(1, 2) if operation == "add" else rng.randint(1, 3)
         scene = random_scene(rng, size, n_objects=n_objects)
         result = EDIT_OPERATIONS[operation](scene, rng, out_pairs)
@@ -568,8 +578,8 @@ def make_segment(rng: random.Random, split: str, size: int) -> Sample:
     return build_sample("segment", "segment", instruction, inputs, scene_picture(target), split, referred=index)
 
 
-def make_restore(rng: random.Random, split: str, size: int) -> Sample:
-    task = rng.choice(("denoise", "deblur", "colourise"))
+def make_restore(rng: random.Random, split: str, size: int, task_weights: TaskWeights = None) -> Sample:
+    task = _pick(rng, RESTORE_TASKS, task_weights)
     if task == "denoise":
         scene = random_scene(rng, size)
         degraded = scene_picture(scene, "noisy", sigma=round(rng.uniform(30.0, 50.0), 1), seed=rng.randrange(2**31))
@@ -647,8 +657,8 @@ def _fewshot_pair(transform: str, rng: random.Random, size: int, params: dict) -
             raise ValueError(f"unknown few-shot transformation {transform!r}; choose one of {list(FEWSHOT_TRANSFORMS)}")
 
 
-def make_fewshot(rng: random.Random, split: str, size: int) -> Sample:
-    transform = rng.choice(FEWSHOT_TRANSFORMS)
+def make_fewshot(rng: random.Random, split: str, size: int, task_weights: TaskWeights = None) -> Sample:
+    transform = _pick(rng, FEWSHOT_TRANSFORMS, task_weights)
     params: dict = {}
     if transform == "background":
         params["background"] = rng.choice(list(BACKGROUND_COLORS))
@@ -663,7 +673,7 @@ def make_fewshot(rng: random.Random, split: str, size: int) -> Sample:
     return build_sample("fewshot", transform, instruction, inputs, answer, split, transform=transform, params=params)
 
 
-_MAKERS: dict[str, Callable[[random.Random, str, int], Sample]] = {
+_MAKERS: dict[str, Callable[..., Sample]] = {
     "text_to_image": make_text_to_image,
     "edit": make_edit,
     "subject": make_subject,
@@ -678,18 +688,44 @@ _MAKERS: dict[str, Callable[[random.Random, str, int], Sample]] = {
     "restore": make_restore,
     "fewshot": make_fewshot,
 }
+# The families whose sub-task `make_sample(task_weights=...)` can weight, and their sub-tasks.
+SUB_TASKS: dict[str, tuple[str, ...]] = {
+    "edit": tuple(EDIT_OPERATIONS),
+    "restore": RESTORE_TASKS,
+    "fewshot": FEWSHOT_TRANSFORMS,
+}
 
 
 # ----------------------------------------------------------------------------------------------
 # Public API
 
 
-def make_sample(family: str, rng: random.Random, split: str = "train", size: int = DEFAULT_SIZE) -> Sample:
-    """One random sample of a task family, drawn from `rng`."""
+def make_sample(
+    family: str,
+    rng: random.Random,
+    split: str = "train",
+    size: int = DEFAULT_SIZE,
+    task_weights: Mapping[str, float] | None = None,
+) -> Sample:
+    """One random sample of a task family, drawn from `rng`.
+
+    `task_weights` ({sub-task: weight}, for the families in SUB_TASKS) draws the sub-task in those proportions
+    (a sub-task left out weighs 1) instead of uniformly. The training pool uses it to show more of what the
+    model finds hard; the evaluation sets never pass it, so they do not change with it.
+    """
     if family not in _MAKERS:
         raise ValueError(f"unknown task family {family!r}; choose one of {list(FAMILIES)}")
     _check_split(family, split)
-    return _MAKERS[family](rng, split, size)
+    if not task_weights:
+        return _MAKERS[family](rng, split, size)
+    if family not in SUB_TASKS:
+        raise ValueError(f"task family {family!r} has no sub-tasks to weight; only {list(SUB_TASKS)} have")
+    unknown = sorted(set(task_weights) - set(SUB_TASKS[family]))
+    if unknown:
+        raise ValueError(f"unknown {family} sub-task(s) {unknown}; choose among {list(SUB_TASKS[family])}")
+    if any(w < 0 for w in task_weights.values()) or not any(task_weights.get(t, 1.0) > 0 for t in SUB_TASKS[family]):
+        raise ValueError(f"{family} sub-task weights must be >= 0 with at least one above 0, not {dict(task_weights)}")
+    return _MAKERS[family](rng, split, size, task_weights)
 
 
 def family_rng(family: str, seed: int, split: str) -> random.Random:
