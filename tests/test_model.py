@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from omnigen.model import OmniGen, OmniGenConfig
+from omnigen.model import OmniGen, OmniGenConfig, expand_depth
 from omnigen.weights import official_config_to_diffusers, official_to_diffusers
 
 REFERENCE_TSV = Path(__file__).resolve().parent / "data" / "omnigen-v1-state-dict.tsv"  # from shared/reference
@@ -217,3 +217,41 @@ def test_pos_embed_table_matches_diffusers():
     model = OmniGen.from_config(tiny_config())
     ref = get_2d_sincos_pos_embed(64, 16, base_size=64, output_type="pt").float()
     assert torch.allclose(model.pos_embed[0], ref, atol=1e-6)
+
+
+@pytest.mark.parametrize("layers, copies_after", [(3, [1]), (4, [0, 1]), (7, [0, 0, 1, 1, 1])])
+def test_expand_depth_keeps_the_function_and_the_new_layers_learn(layers, copies_after):
+    model = randomise(OmniGen.from_config(tiny_config()))
+    rows, latents, n_out, x, t = make_inputs(model, ROWS)
+    with torch.no_grad():
+        before = run_ours(model, rows, latents, n_out, x, t)
+    old = list(model.llm.layers)
+    expand_depth(model, layers)
+    grown = list(model.llm.layers)
+    assert len(grown) == model.config.num_hidden_layers == layers
+    new = [i for i, layer in enumerate(grown) if not any(layer is o for o in old)]
+    # Each copy follows the layer it was copied from (copies_after: the old layer before each new one).
+    assert [old.index(next(l for l in reversed(grown[:i]) if any(l is o for o in old))) for i in new] == copies_after
+    for i in new:
+        assert grown[i].self_attn.o_proj.weight.abs().max() == 0 and grown[i].mlp.down_proj.weight.abs().max() == 0
+        assert torch.equal(grown[i].self_attn.qkv_proj.weight, old[copies_after[new.index(i)]].self_attn.qkv_proj.weight)
+    with torch.no_grad():
+        after = run_ours(model, rows, latents, n_out, x, t)
+    assert torch.equal(before, after)
+
+    # Training moves the zeroed projections, and then the new layer changes the output.
+    model.train()
+    optimiser = torch.optim.SGD(model.parameters(), lr=0.5)
+    for _ in range(2):
+        optimiser.zero_grad()
+        run_ours(model, rows, latents, n_out, x, t).square().mean().backward()
+        optimiser.step()
+    assert all(grown[i].self_attn.o_proj.weight.abs().max() > 0 for i in new)
+    assert all(grown[i].self_attn.qkv_proj.weight.grad.abs().max() > 0 for i in new)
+
+
+def test_expand_depth_refuses_to_drop_layers():
+    model = OmniGen.from_config(tiny_config(num_hidden_layers=3))
+    with pytest.raises(ValueError, match="3-layer model to 2 layers"):
+        expand_depth(model, 2)
+    assert expand_depth(model, 3) is model and len(model.llm.layers) == 3

@@ -76,3 +76,25 @@ def test_the_pool_is_named_by_what_it_is_drawn_from(tmp_path):
     assert pool_path(base, tmp_path) != pool_path(tiny_recipe(task_weights={"edit": {"move": 3.0}}), tmp_path)
     assert pool_path(base, tmp_path) != pool_path(tiny_recipe(seed=1), tmp_path)
     assert pool_path(base, tmp_path) != pool_path(tiny_recipe(pool_per_family=3), tmp_path)
+
+
+def test_init_from_a_shallower_model_deepens_it(built, tmp_path):
+    from omnigen import OmniGenPipeline
+
+    out, _ = built
+    deeper = build(tiny_recipe(num_hidden_layers=3, steps=2, decoder_minutes=0), tmp_path / "model", tmp_path / "work",
+                   init_from=out)
+    assert json.loads((deeper / "config.json").read_text())["num_hidden_layers"] == 3
+    record = json.loads((deeper / "recipe.json").read_text())
+    assert record["recipe"]["num_hidden_layers"] == 3 and record["continued_from"]["recipe"]["num_hidden_layers"] == 2
+    pipe = OmniGenPipeline.from_pretrained(deeper, device="cpu")
+    assert len(pipe.transformer.llm.layers) == 3
+    assert pipe("a red circle at the center on a white background", num_inference_steps=2, seed=0,
+                progress=False).images[0].size == (64, 64)
+    # A rerun in the same work folder resumes the deepened model's checkpoint.
+    build(tiny_recipe(num_hidden_layers=3, steps=3, decoder_minutes=0), tmp_path / "model", tmp_path / "work",
+          init_from=out)
+    assert latest_checkpoint(tmp_path / "work" / "transformer").name == "step-000003"
+
+    with pytest.raises(ValueError, match="has 2 decoder layers"):
+        build(tiny_recipe(num_hidden_layers=1, decoder_minutes=0), tmp_path / "m1", tmp_path / "w1", init_from=out)

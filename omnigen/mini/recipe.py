@@ -221,7 +221,7 @@ def model_config(recipe: Recipe, tokenizer_dir: Path, latent_channels: int) -> d
 
 def train_transformer_stage(recipe: Recipe, work: Path, tokenizer_dir: Path, vae_dir: Path,
                             init_from: Path | None, max_minutes: float | None):
-    from ..model import OmniGen
+    from ..model import OmniGen, expand_depth
     from ..processor import OmniGenProcessor
     from ..training import TrainConfig, latest_checkpoint, train
     from ..vae import load_vae
@@ -230,7 +230,17 @@ def train_transformer_stage(recipe: Recipe, work: Path, tokenizer_dir: Path, vae
     vae = load_vae(vae_dir.parent)
     config = model_config(recipe, tokenizer_dir, vae.config.latent_channels)
     torch.manual_seed(recipe.seed)
-    model = load_transformer(init_from).requires_grad_(True) if init_from else OmniGen.from_config(config)
+    if init_from:
+        model = load_transformer(init_from).requires_grad_(True)
+        have = model.config.num_hidden_layers
+        if recipe.num_hidden_layers < have:
+            raise ValueError(f"{init_from} has {have} decoder layers; --layers {recipe.num_hidden_layers} would drop "
+                             "trained ones (give at least that many)")
+        if recipe.num_hidden_layers > have:  # deepened by block expansion: it starts computing what it did
+            expand_depth(model, recipe.num_hidden_layers)
+            log(f"expanded the transformer from {have} to {recipe.num_hidden_layers} layers (new layers start as identities)")
+    else:
+        model = OmniGen.from_config(config)
     processor = OmniGenProcessor.from_pretrained(tokenizer_dir, max_input_image_size=recipe.image_size,
                                                  pad_token_id=config["pad_token_id"])
     log(f"transformer: {sum(p.numel() for p in model.parameters()) / 1e6:.2f}M parameters; building the pool")
@@ -368,6 +378,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--decoder-minutes", type=float,
                         help=f"minutes of VAE-decoder fine-tuning after the transformer (default {Recipe.decoder_minutes:.0f}, "
                              "counted over every run in --work); 0 skips it")
+    parser.add_argument("--layers", type=int,
+                        help=f"decoder layers (default {Recipe.num_hidden_layers}); with --init-from a deeper value "
+                             "adds layers to the trained model by block expansion (copies whose output projections "
+                             "start at zero)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--pool-only", action="store_true", help="only render the training pool, then exit")
     parser.add_argument("--threads", type=int, help="torch threads (1 is faster on a busy 2-core machine)")
@@ -377,6 +391,8 @@ def main(argv: list[str] | None = None) -> int:
         recipe.steps = args.steps
     if args.learning_rate:
         recipe.learning_rate = args.learning_rate
+    if args.layers:
+        recipe.num_hidden_layers = args.layers
     if args.decoder_minutes is not None:
         recipe.decoder_minutes = args.decoder_minutes
     if args.threads:
