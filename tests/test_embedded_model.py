@@ -34,14 +34,14 @@ def test_loads_through_the_ordinary_pipeline(pipe):
 
 
 # The shipped model on the first SAMPLES of each row of the evaluation set (30 steps, guidance 2.5 / 1.6, as
-# in the README's table). Measured: 54 of 60 passed; the floors are the mean judge scores less 0.15 for other
-# CPUs' rounding (one sample moving by 0.6 moves a mean by 0.15), capped at 0.85. The previous model (56,500
-# steps) passes 51; the one before it (46,000) 48, at MIN_PASSED; the one before that (35,925) passes 46 and is
-# below the edit floor (0.83); at 25,675 steps (trained when an object's depth was random and so invisible) the
-# model passes 39 and scores 0.64 on depth extraction, where no sample passed. A broken sampler or a model that
-# ignores its input fails too.
+# in the README's table). Measured: 55 of 60 passed; the floors are the mean judge scores less 0.15 for other
+# CPUs' rounding (one sample moving by 0.6 moves a mean by 0.15), capped at 0.85. The previous model (6 layers,
+# 64,550 steps) passes 54; the one before it (56,500) 51; the one before that (46,000) 48, one under
+# MIN_PASSED; at 35,925 steps the model passes 46 and is below the edit floor (0.83); at 25,675
+# steps (trained when an object's depth was random and so invisible) the model passes 39 and scores 0.64 on
+# depth extraction, where no sample passed. A broken sampler or a model that ignores its input fails too.
 SAMPLES = 4
-MIN_PASSED = 48
+MIN_PASSED = 49
 MIN_MEAN_SCORE = {
     'text_to_image': 0.85,
     'edit': 0.85,
@@ -54,10 +54,10 @@ MIN_MEAN_SCORE = {
     'edges': 0.85,
     'edges_extract': 0.85,
     'segment': 0.8,
-    'restore': 0.76,
+    'restore': 0.85,
     'fewshot': 0.68,
     'text_to_image (held-out pairs)': 0.85,
-    'edit (into held-out pairs)': 0.74,
+    'edit (into held-out pairs)': 0.67,
 }
 
 
