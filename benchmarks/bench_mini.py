@@ -1,0 +1,64 @@
+"""How long one 30-step generation at the native size takes with the embedded model (the issue's budget: 1 s on
+2 CPU cores), for text-to-image and for an edit with one input image.
+
+    python benchmarks/bench_mini.py [--model DIR ...] [--runs 7] [--threads 2]
+
+With several --model folders the runs are interleaved, so a busy machine slows them alike and their ratio
+stays meaningful. The first run of each is a warm-up and is not counted; the median of the rest is printed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+BUDGET_S = 1.0
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", nargs="+", default=[str(ROOT / "assets" / "omnigen-mini")])
+    parser.add_argument("--runs", type=int, default=7)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--steps", type=int, default=30)
+    args = parser.parse_args()
+
+    import torch
+
+    from omnigen import OmniGenPipeline
+    from omnigen.mini.tasks import generate
+
+    torch.set_num_threads(args.threads)
+    pipes = {m: OmniGenPipeline.from_pretrained(m) for m in args.model}
+    edit = generate("edit", 1, 0, "eval")[0]
+    cases = {
+        "text-to-image": dict(prompt="a large red circle at the top left and a small blue square at the bottom "
+                                     "right on a white background"),
+        "edit, one input image": dict(prompt=edit.instruction, input_images=[list(edit.input_images)]),
+    }
+    times = {(m, c): [] for m in pipes for c in cases}
+    for run in range(args.runs + 1):
+        for case, kwargs in cases.items():
+            for model, pipe in pipes.items():
+                size = pipe.native_size
+                started = time.perf_counter()
+                pipe(**kwargs, height=size, width=size, num_inference_steps=args.steps, seed=run, progress=False)
+                if run:
+                    times[(model, case)].append(time.perf_counter() - started)
+    print(f"{args.steps} steps at the native size, {args.threads} threads, median of {args.runs} "
+          f"(budget {BUDGET_S:.1f} s)")
+    for model, pipe in pipes.items():
+        layers = pipe.transformer.config.num_hidden_layers
+        cells = "  ".join(f"{case}: {statistics.median(times[(model, case)]):.3f} s" for case in cases)
+        print(f"  {model} ({layers} layers, {pipe.native_size} px): {cells}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
