@@ -9,6 +9,7 @@ from __future__ import annotations
 import copy
 import json
 import os
+from collections import Counter
 from dataclasses import asdict, dataclass, field, fields
 
 import torch
@@ -243,16 +244,13 @@ def expand_depth(model: OmniGen, num_layers: int) -> OmniGen:
     extra = num_layers - old
     if extra == 0:
         return model
-    # How many copies follow each existing layer: evenly spaced, the last one after the last layer.
-    if extra <= old:
-        after = {old - 1 - (i * old) // extra for i in range(extra)}
-        copies = [int(i in after) for i in range(old)]
-    else:  # more new layers than old ones: every layer gets copies, the later ones one more
-        copies = [extra // old + (i >= old - extra % old) for i in range(old)]
+    # The existing layer each copy follows: evenly spaced from the last one back (with more new layers than old
+    # ones, every layer gets copies and the later ones one more).
+    copies = Counter(old - 1 - (k * old) // extra for k in range(extra))
     grown = []
-    for layer, count in zip(layers, copies):
+    for i, layer in enumerate(layers):
         grown.append(layer)
-        for _ in range(count):
+        for _ in range(copies[i]):
             new = copy.deepcopy(layer)
             with torch.no_grad():
                 new.self_attn.o_proj.weight.zero_()
