@@ -115,7 +115,13 @@ class Attention(nn.Module):
         if self.num_kv_heads != self.num_heads:
             repeat = self.num_heads // self.num_kv_heads
             k, v = k.repeat_interleave(repeat, dim=1), v.repeat_interleave(repeat, dim=1)
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        if q.device.type == "cpu" and torch.is_autocast_enabled("cpu"):
+            # bf16 training on a CPU: autocast would run attention in bf16, whose backward is ~6x slower than
+            # fp32's on this CPU build (the AMX gain is in the linear layers; benchmarks/bench_train.py).
+            with torch.autocast("cpu", enabled=False):
+                out = F.scaled_dot_product_attention(q.float(), k.float(), v.float(), attn_mask=mask)
+        else:
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
         return self.o_proj(out.transpose(1, 2).reshape(b, n, q_size)), new_cache
 
 

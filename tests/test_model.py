@@ -196,6 +196,31 @@ def test_gradient_checkpointing_gives_the_same_gradients():
     assert torch.allclose(grads[0], grads[1], atol=1e-6)
 
 
+def test_bf16_autocast_on_cpu_keeps_attention_in_fp32(monkeypatch):
+    """Under CPU autocast the linear layers run in bf16 but attention in fp32 (its bf16 backward is slow)."""
+    import omnigen.layers as layers
+
+    model = randomise(OmniGen.from_config(tiny_config())).train()
+    rows, latents, n_out, x, t = make_inputs(model, ROWS)
+    reference = run_ours(model, rows, latents, n_out, x, t)
+    seen, sdpa = [], layers.F.scaled_dot_product_attention
+
+    def recording(q, k, v, **kwargs):
+        seen.append((q.dtype, k.dtype, v.dtype))
+        return sdpa(q, k, v, **kwargs)
+
+    monkeypatch.setattr(layers.F, "scaled_dot_product_attention", recording)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        mixed = run_ours(model, rows, latents, n_out, x, t)
+        assert model.llm.layers[0].self_attn.qkv_proj(x.new_ones(1, 64)).dtype == torch.bfloat16
+    assert seen and set(seen) == {(torch.float32,) * 3}
+    mixed.float().square().mean().backward()
+    assert all(p.grad is not None and p.grad.dtype == torch.float32 and torch.isfinite(p.grad).all()
+               for p in model.llm.parameters() if p.requires_grad)
+    error = (mixed.float() - reference).abs().max().item() / reference.abs().max().item()
+    assert error < 0.05, f"bf16 autocast strays {error:.3f} from fp32"
+
+
 def test_full_config_on_meta_matches_the_official_checkpoint_layout():
     expected = {}
     for line in REFERENCE_TSV.read_text().splitlines():

@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from omnigen.mini.recipe import FAMILY_WEIGHTS, Recipe, build, pool_path
+from omnigen.mini.recipe import FAMILY_WEIGHTS, Recipe, build, mixed_precision, pool_path
 from omnigen.training import latest_checkpoint
 
 
@@ -35,6 +35,7 @@ def test_writes_a_folder_the_pipeline_loads(built):
     record = json.loads((out / "recipe.json").read_text())
     assert record["trained_steps"] == 4 and not record["stopped_early"]
     assert record["recipe"]["hidden_size"] == 32
+    assert record["mixed_precision"] == mixed_precision("auto")
     assert json.loads((work / "vae-training" / "decoder.json").read_text())["seconds"] > 0
     assert not out.with_name(out.name + ".tmp").exists()
 
@@ -66,6 +67,19 @@ def test_a_rerun_resumes_every_stage(built, monkeypatch):
     assert latest_checkpoint(work / "transformer").name == "step-000006"
     config = json.loads((work / "transformer" / "train_config.json").read_text())
     assert config["steps"] == 6 and config["timestep_location"] == Recipe.timestep_location
+
+
+@pytest.mark.parametrize("cuda, bf16_gpu, amx, expected", [
+    (False, False, True, "bf16"), (False, False, False, "no"), (True, True, False, "bf16"), (True, False, True, "no")])
+def test_auto_precision_is_bf16_where_the_hardware_has_it(monkeypatch, cuda, bf16_gpu, amx, expected):
+    import torch
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: cuda)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *args, **kwargs: bf16_gpu)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: amx)
+    assert mixed_precision("auto") == expected
+    assert mixed_precision("fp32") == "no" and mixed_precision("bf16") == "bf16"
+    with pytest.raises(ValueError, match="precision must be one of"):
+        mixed_precision("fp16")
 
 
 def test_the_pool_is_named_by_what_it_is_drawn_from(tmp_path):

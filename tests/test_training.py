@@ -75,10 +75,11 @@ def small_config(out_dir: Path, **overrides) -> TrainConfig:
     return TrainConfig(**{**settings, **overrides})
 
 
-def test_loss_of_tiny_model_falls_by_half(model_dir, vae, processor, tmp_path):
+@pytest.mark.parametrize("precision", ["no", "bf16"])
+def test_loss_of_tiny_model_falls_by_half(model_dir, vae, processor, tmp_path, precision):
     config = TrainConfig(out_dir=str(tmp_path / "run"), steps=100, batch_size=4, learning_rate=3e-3, warmup_steps=10,
                          condition_dropout=0.0, image_condition_dropout=0.0, checkpoint_every=0,
-                         encode_latents_once=True)
+                         encode_latents_once=True, mixed_precision=precision)
     model = load_transformer(model_dir)
     result = train(model, vae, processor, examples(), config)
 
@@ -92,6 +93,7 @@ def test_loss_of_tiny_model_falls_by_half(model_dir, vae, processor, tmp_path):
     assert result.checkpoint.name == "step-000100" and not result.stopped
     trained = load_transformer(result.checkpoint)
     assert torch.equal(trained.final_layer.linear.weight, model.final_layer.linear.weight)
+    assert {p.dtype for p in model.parameters()} == {torch.float32}  # bf16 is the matmuls', not the weights'
     assert not model.training and not any(p.requires_grad for p in model.parameters())
 
 

@@ -87,8 +87,27 @@ class Recipe:
     # time shift of 3) fixed that; the shipped model switched to it at step 16,400.
     timestep_location: float = -1.0
     group_by_length: bool = True  # few-shot prompts are 3-4x longer than the rest: batch like with like
+    # The transformer's matmuls in bf16 (weights and optimizer stay fp32): "auto" picks bf16 on a CUDA GPU that
+    # has it and on a CPU with AMX, where it trains 1.7x faster (benchmarks/bench_train.py), fp32 elsewhere.
+    # The shipped model was trained in fp32 throughout.
+    precision: str = "auto"
     family_weights: dict = field(default_factory=lambda: dict(FAMILY_WEIGHTS))
     task_weights: dict = field(default_factory=lambda: {f: dict(w) for f, w in TASK_WEIGHTS.items()})
+
+
+PRECISIONS = ("auto", "fp32", "bf16")
+
+
+def mixed_precision(precision: str) -> str:
+    """The trainer's mixed_precision ("no" | "bf16") for a recipe precision on this machine."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+    if precision == "auto":
+        if torch.cuda.is_available():
+            return "bf16" if torch.cuda.is_bf16_supported() else "no"
+        amx = getattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
+        return "bf16" if amx() else "no"
+    return "bf16" if precision == "bf16" else "no"
 
 
 def log(message: str) -> None:
@@ -245,7 +264,8 @@ def train_transformer_stage(recipe: Recipe, work: Path, tokenizer_dir: Path, vae
         model = OmniGen.from_config(config)
     processor = OmniGenProcessor.from_pretrained(tokenizer_dir, max_input_image_size=recipe.image_size,
                                                  pad_token_id=config["pad_token_id"])
-    log(f"transformer: {sum(p.numel() for p in model.parameters()) / 1e6:.2f}M parameters; building the pool")
+    log(f"transformer: {sum(p.numel() for p in model.parameters()) / 1e6:.2f}M parameters "
+        f"(mixed precision: {mixed_precision(recipe.precision)}); building the pool")
     examples = load_or_build_pool(recipe, work)
     out_dir = work / "transformer"
     start = time.time()
@@ -257,7 +277,8 @@ def train_transformer_stage(recipe: Recipe, work: Path, tokenizer_dir: Path, vae
         image_condition_dropout=recipe.image_condition_dropout, edit_weighting=recipe.edit_weighting,
         timestep_location=recipe.timestep_location,
         checkpoint_every=recipe.checkpoint_every, keep_checkpoints=2, log_every=25, seed=recipe.seed,
-        encode_latents_once=True, group_by_length=recipe.group_by_length, resume=latest_checkpoint(out_dir) is not None)
+        encode_latents_once=True, group_by_length=recipe.group_by_length, resume=latest_checkpoint(out_dir) is not None,
+        mixed_precision=mixed_precision(recipe.precision))
 
     def report(event: dict) -> None:
         stop.check()
@@ -334,7 +355,8 @@ def export(model, config: dict, tokenizer_dir: Path, vae_dir: Path, out: Path, r
                                                                            "bos_token_id", "eos_token_id",
                                                                            "max_input_image_size")})
     save_transformer(model, tmp)
-    record = {"recipe": asdict(recipe), "trained_steps": result.step, "stopped_early": result.stopped}
+    record = {"recipe": asdict(recipe), "mixed_precision": mixed_precision(recipe.precision), "trained_steps": result.step,
+              "stopped_early": result.stopped}
     if init_from is not None:  # the lineage: what this run continued, as that folder's own record says
         earlier = init_from / "recipe.json"
         record["continued_from"] = json.loads(earlier.read_text()) if earlier.is_file() else str(init_from)
@@ -384,11 +406,14 @@ def main(argv: list[str] | None = None) -> int:
                         help=f"decoder layers (default {Recipe.num_hidden_layers}); with --init-from a deeper value "
                              "adds layers to the trained model by block expansion (copies whose output projections "
                              "start at zero)")
+    parser.add_argument("--precision", choices=PRECISIONS, default=Recipe.precision,
+                        help="the transformer's matmul precision: auto = bf16 on a GPU that has it and on a CPU with "
+                             "AMX (1.7x faster there), else fp32")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--pool-only", action="store_true", help="only render the training pool, then exit")
     parser.add_argument("--threads", type=int, help="torch threads (1 is faster on a busy 2-core machine)")
     args = parser.parse_args(argv)
-    recipe = Recipe(seed=args.seed)
+    recipe = Recipe(seed=args.seed, precision=args.precision)
     if args.steps:
         recipe.steps = args.steps
     if args.learning_rate:
