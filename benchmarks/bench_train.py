@@ -36,7 +36,7 @@ def main() -> int:
 
     import torch
 
-    from omnigen.mini.recipe import Recipe, sample_pool
+    from omnigen.mini.recipe import Recipe, mixed_precision, sample_pool
     from omnigen.model import OmniGen
     from omnigen.processor import OmniGenProcessor
     from omnigen.training import TrainConfig, train
@@ -50,8 +50,8 @@ def main() -> int:
     vae = load_vae(shipped)
     processor = OmniGenProcessor.from_pretrained(shipped, max_input_image_size=recipe.image_size)
     config = json.loads((shipped / "config.json").read_text())  # the recipe's shape, freshly initialised
-    amx = getattr(torch.cpu, "_is_amx_tile_supported", lambda: False)()
-    print(f"{len(examples)} examples, batch {recipe.batch_size}, {args.threads} threads, CPU AMX: {amx}, "
+    print(f"{len(examples)} examples, batch {recipe.batch_size}, {args.threads} threads, "
+          f"--precision auto here: {mixed_precision('auto')}, "
           f"init: {args.init}", flush=True)
 
     work = Path(tempfile.mkdtemp(prefix="bench-train-"))

@@ -264,8 +264,9 @@ def train_transformer_stage(recipe: Recipe, work: Path, tokenizer_dir: Path, vae
         model = OmniGen.from_config(config)
     processor = OmniGenProcessor.from_pretrained(tokenizer_dir, max_input_image_size=recipe.image_size,
                                                  pad_token_id=config["pad_token_id"])
+    precision = mixed_precision(recipe.precision)
     log(f"transformer: {sum(p.numel() for p in model.parameters()) / 1e6:.2f}M parameters "
-        f"(mixed precision: {mixed_precision(recipe.precision)}); building the pool")
+        f"(mixed precision: {precision}); building the pool")
     examples = load_or_build_pool(recipe, work)
     out_dir = work / "transformer"
     start = time.time()
@@ -278,7 +279,7 @@ def train_transformer_stage(recipe: Recipe, work: Path, tokenizer_dir: Path, vae
         timestep_location=recipe.timestep_location,
         checkpoint_every=recipe.checkpoint_every, keep_checkpoints=2, log_every=25, seed=recipe.seed,
         encode_latents_once=True, group_by_length=recipe.group_by_length, resume=latest_checkpoint(out_dir) is not None,
-        mixed_precision=mixed_precision(recipe.precision))
+        mixed_precision=precision)
 
     def report(event: dict) -> None:
         stop.check()
