@@ -2,6 +2,7 @@
 
 import json
 import random
+import shutil
 
 import pytest
 import torch
@@ -102,14 +103,46 @@ def test_decoder_finetuning_changes_only_the_decoder_and_lowers_its_error(tmp_pa
     train_vae(rectangles, tmp_path, steps=20, lr=3e-3, **TINY)
     before = vae_io.load_vae(tmp_path)
     images = rectangles(random.Random(5), 64)
-    metrics = finetune_decoder(tmp_path, rectangles, max_seconds=6, batch_size=8, lr=3e-3, pool_size=64)
+    metrics = finetune_decoder(tmp_path, rectangles, steps=40, batch_size=8, lr=3e-3, pool_size=64, device="cpu")
     after = vae_io.load_vae(tmp_path)
-    assert metrics["steps"] > 10
+    assert metrics["steps"] == 40
     encoder = [k for k in before.state_dict() if k.startswith(("encoder.", "quant_conv."))]
     decoder = [k for k in before.state_dict() if k.startswith(("decoder.", "post_quant_conv."))]
     assert encoder and all(torch.equal(before.state_dict()[k], after.state_dict()[k]) for k in encoder)
     assert any(not torch.equal(before.state_dict()[k], after.state_dict()[k]) for k in decoder)
     assert reconstruction_psnr(after, images) > reconstruction_psnr(before, images) + 0.5
+    assert after.config.scaling_factor == before.config.scaling_factor  # the latent space is the same
+
+
+def test_decoder_finetuning_resumes_exactly_and_is_not_repeated(tmp_path):
+    train_vae(rectangles, tmp_path / "base", steps=10, lr=3e-3, **TINY)
+    for name in ("straight", "resumed"):
+        shutil.copytree(tmp_path / "base", tmp_path / name)
+    settings = dict(steps=8, batch_size=8, lr=3e-3, pool_size=64, checkpoint_every=4, log_every=1)
+    straight_losses = []
+    finetune_decoder(tmp_path / "straight", rectangles, callback=lambda logs: straight_losses.append(logs["loss"]),
+                     **settings)
+
+    def crash_after_step_6(logs):
+        if logs["step"] == 6:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        finetune_decoder(tmp_path / "resumed", rectangles, callback=crash_after_step_6, **settings)
+    seen = []
+    resumed = finetune_decoder(tmp_path / "resumed", rectangles, callback=lambda logs: seen.append(logs), **settings)
+    assert [logs["step"] for logs in seen] == [5, 6, 7, 8]  # picked up after the step-4 checkpoint
+    assert [logs["loss"] for logs in seen] == pytest.approx(straight_losses[4:], rel=1e-4)
+    a, b = vae_io.load_vae(tmp_path / "straight").state_dict(), vae_io.load_vae(tmp_path / "resumed").state_dict()
+    assert all(torch.allclose(a[k], b[k], atol=1e-5) for k in a)
+
+    files = tmp_path / "resumed" / "vae" / "diffusion_pytorch_model.safetensors"
+    written = files.stat().st_mtime_ns
+    again = finetune_decoder(tmp_path / "resumed", rectangles, callback=lambda logs: pytest.fail("trained again"),
+                             **settings)
+    assert again == resumed and files.stat().st_mtime_ns == written
+    with pytest.raises(ValueError, match="other settings"):
+        finetune_decoder(tmp_path / "resumed", rectangles, **{**settings, "lr": 1e-3})
 
 
 def test_decoder_pool_draws_every_family_and_the_held_out_pairs():

@@ -11,7 +11,7 @@ from omnigen.training import latest_checkpoint
 
 def tiny_recipe(**changes) -> Recipe:
     settings = dict(vae_steps=12, vae_widths=(8, 8, 8, 8), vae_latent_channels=4, vae_batch_size=4,
-                    vae_pool_size=16, decoder_minutes=0.05, hidden_size=32, num_hidden_layers=2,
+                    vae_pool_size=16, decoder_steps=3, hidden_size=32, num_hidden_layers=2,
                     num_attention_heads=2, intermediate_size=64, pool_per_family=2, steps=4, batch_size=4,
                     warmup_steps=1, checkpoint_every=2)
     return Recipe(**{**settings, **changes})
@@ -36,7 +36,7 @@ def test_writes_a_folder_the_pipeline_loads(built):
     assert record["trained_steps"] == 4 and not record["stopped_early"]
     assert record["recipe"]["hidden_size"] == 32
     assert record["mixed_precision"] == mixed_precision("auto")
-    assert json.loads((work / "vae-training" / "decoder.json").read_text())["seconds"] > 0
+    assert json.loads((work / "vae-training" / "decoder_training.json").read_text())["steps"] == 3
     assert not out.with_name(out.name + ".tmp").exists()
 
     pipe = OmniGenPipeline.from_pretrained(out, device="cpu")
@@ -50,7 +50,7 @@ def test_a_rerun_resumes_every_stage(built, monkeypatch):
     out, work = built
     tokenizer = (work / "tokenizer" / "tokenizer.json").stat().st_mtime_ns
     vae_state = (work / "vae-training" / "vae_training.json").read_text()
-    decoder_record = (work / "vae-training" / "decoder.json").read_text()
+    decoder_record = (work / "vae-training" / "decoder_training.json").read_text()
     pool = pool_path(tiny_recipe(), work).stat().st_mtime_ns
     retrained = []
     monkeypatch.setattr("omnigen.mini.tokenizer.train_tokenizer", lambda *a, **k: retrained.append("tokenizer"))
@@ -61,7 +61,7 @@ def test_a_rerun_resumes_every_stage(built, monkeypatch):
     assert retrained == []
     assert (work / "tokenizer" / "tokenizer.json").stat().st_mtime_ns == tokenizer
     assert (work / "vae-training" / "vae_training.json").read_text() == vae_state
-    assert (work / "vae-training" / "decoder.json").read_text() == decoder_record  # its minutes were spent
+    assert (work / "vae-training" / "decoder_training.json").read_text() == decoder_record  # its steps were done
     assert pool_path(tiny_recipe(), work).stat().st_mtime_ns == pool
     assert json.loads((out / "recipe.json").read_text())["trained_steps"] == 6
     assert latest_checkpoint(work / "transformer").name == "step-000006"
@@ -96,7 +96,7 @@ def test_init_from_a_shallower_model_deepens_it(built, tmp_path):
     from omnigen import OmniGenPipeline
 
     out, _ = built
-    deeper = build(tiny_recipe(num_hidden_layers=3, steps=2, decoder_minutes=0), tmp_path / "model", tmp_path / "work",
+    deeper = build(tiny_recipe(num_hidden_layers=3, steps=2, decoder_steps=0), tmp_path / "model", tmp_path / "work",
                    init_from=out)
     assert json.loads((deeper / "config.json").read_text())["num_hidden_layers"] == 3
     record = json.loads((deeper / "recipe.json").read_text())
@@ -106,9 +106,9 @@ def test_init_from_a_shallower_model_deepens_it(built, tmp_path):
     assert pipe("a red circle at the center on a white background", num_inference_steps=2, seed=0,
                 progress=False).images[0].size == (64, 64)
     # A rerun in the same work folder resumes the deepened model's checkpoint.
-    build(tiny_recipe(num_hidden_layers=3, steps=3, decoder_minutes=0), tmp_path / "model", tmp_path / "work",
+    build(tiny_recipe(num_hidden_layers=3, steps=3, decoder_steps=0), tmp_path / "model", tmp_path / "work",
           init_from=out)
     assert latest_checkpoint(tmp_path / "work" / "transformer").name == "step-000003"
 
     with pytest.raises(ValueError, match="has 2 decoder layers"):
-        build(tiny_recipe(num_hidden_layers=1, decoder_minutes=0), tmp_path / "m1", tmp_path / "w1", init_from=out)
+        build(tiny_recipe(num_hidden_layers=1, decoder_steps=0), tmp_path / "m1", tmp_path / "w1", init_from=out)

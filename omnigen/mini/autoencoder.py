@@ -37,6 +37,8 @@ ImageSource = Callable[[random.Random, int], list[Image.Image]]
 DEFAULT_WIDTHS = (16, 32, 64, 64)
 DOWN_BLOCKS = 4  # spatial factor 2 ** (4 - 1) = 8, the factor the mini model's latents are laid out for
 CHECKPOINT_FILE = "latest.pt"
+DECODER_CHECKPOINT_FILE = "decoder-latest.pt"
+DECODER_RECORD = "decoder_training.json"
 RENDER_CHUNK = 256  # images asked of the source per call while filling the pool
 EVAL_IMAGES = 256  # held-out images for the final PSNR
 STATISTICS_IMAGES = 2048  # images whose latents fix shift_factor and scaling_factor
@@ -48,6 +50,15 @@ FINAL_LR_FRACTION = 0.02
 
 # ----------------------------------------------------------------------------------------------
 # The model
+
+
+def training_device(device: str | torch.device | None = None) -> torch.device:
+    """The device to train on: the one asked for, else a CUDA GPU when there is one (as accelerate picks for
+    the transformer), else the CPU. Weights are initialised and random numbers drawn on the CPU either way, so
+    the device changes only the arithmetic, not which images, indices or noise a step sees."""
+    if device is not None:
+        return torch.device(device)
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
 def norm_groups(widths: Sequence[int]) -> int:
@@ -250,13 +261,20 @@ def save_vae(vae, folder: Path) -> None:
     shutil.rmtree(old, ignore_errors=True)
 
 
+def device_rng_state(device: torch.device) -> torch.Tensor | None:
+    """The random state of a CUDA device (the VAE's posterior samples are drawn there), None on the CPU."""
+    return torch.cuda.get_rng_state(device) if device.type == "cuda" else None
+
+
 def save_checkpoint(path: Path, config: dict, seed: int, progress: dict, vae, optimizer,
                     batch_rng: torch.Generator) -> None:
     """Model, optimiser, RNG states and `progress` (step, seconds, history), written atomically."""
+    device = next(vae.parameters()).device
     _atomic_torch_save({
         "config": config, "seed": seed, **progress,
         "model": vae.state_dict(), "optimizer": optimizer.state_dict(),
         "batch_rng": batch_rng.get_state(), "torch_rng": torch.get_rng_state(),
+        "device_rng": device_rng_state(device),
     }, path)
 
 
@@ -271,7 +289,15 @@ def load_checkpoint(path: Path, config: dict, seed: int, vae, optimizer, batch_r
     optimizer.load_state_dict(state["optimizer"])
     batch_rng.set_state(state["batch_rng"])
     torch.set_rng_state(state["torch_rng"])
+    restore_device_rng(state.get("device_rng"), next(vae.parameters()).device)
     return {key: state[key] for key in ("step", "seconds", "history")}
+
+
+def restore_device_rng(state: torch.Tensor | None, device: torch.device) -> None:
+    """Put back a CUDA device's random state saved by `device_rng_state` (a checkpoint written on another kind
+    of device resumes with that device's current state: the same training, other noise)."""
+    if state is not None and device.type == "cuda":
+        torch.cuda.set_rng_state(state, device)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -298,12 +324,14 @@ def train_vae(
     edge_weight: float = 1.0,
     pool_size: int = 20000,
     refresh_every: int | None = None,
+    device: str | torch.device | None = None,
 ) -> dict:
     """Train the mini VAE on `images(rng, n)` and save it to out_dir/vae (readable by `omnigen.vae.load_vae`).
 
     Stops after `steps` optimiser steps or `max_seconds` of optimisation (pool rendering and the final
     statistics not counted), whichever comes first; with `max_seconds` the cosine tail follows whichever
-    of the two is nearer its end. `callback(logs)` receives a dict every `log_every` steps. Returns
+    of the two is nearer its end. `callback(logs)` receives a dict every `log_every` steps. Training runs on
+    `device` (see `training_device`); the final statistics and the saved folder are the CPU's. Returns
     {"psnr": held-out dB, "steps": steps done, "seconds": optimisation seconds, ...}.
     """
     if steps < 1 or batch_size < 1 or pool_size < batch_size:
@@ -315,9 +343,11 @@ def train_vae(
     checkpoint_path = checkpoint_dir / CHECKPOINT_FILE
     config = vae_config(latent_channels, widths, sample_size)
 
+    device = training_device(device)
     torch.manual_seed(seed)
     vae = build_vae(config).train()
     start_nearly_deterministic(vae)
+    vae.to(device)
     optimizer = torch.optim.AdamW(vae.parameters(), lr=lr, betas=(0.9, 0.99), weight_decay=0.0)
     batch_rng = torch.Generator().manual_seed(seed)
     step, seconds, history = 0, 0.0, []
@@ -344,7 +374,7 @@ def train_vae(
         progress = step / steps if max_seconds is None else max(step / steps, seconds / max_seconds)
         for group in optimizer.param_groups:
             group["lr"] = learning_rate(lr, step, steps, progress)
-        batch = draw_batch(pool, batch_rng, batch_size)
+        batch = draw_batch(pool, batch_rng, batch_size).to(device)
         recon, losses = training_step(vae, optimizer, batch, kl_weight, edge_weight)
         step += 1
         seconds += time.perf_counter() - started
@@ -366,7 +396,7 @@ def train_vae(
 def finish_vae(vae, images: ImageSource, out_dir: Path, seed: int, metrics: dict,
                statistics_pixels: torch.Tensor) -> dict:
     """Fix the latent shift/scale, measure held-out PSNR, save out_dir/vae and out_dir/vae_training.json."""
-    vae.eval()
+    vae.eval().to("cpu")
     shift, scale = latent_statistics(vae, statistics_pixels, seed)
     vae.register_to_config(shift_factor=shift, scaling_factor=scale)
     held_out = images_to_pixels(images(random.Random(f"vae-eval-{seed}"), EVAL_IMAGES))
@@ -379,44 +409,80 @@ def finish_vae(vae, images: ImageSource, out_dir: Path, seed: int, metrics: dict
 
 
 # ----------------------------------------------------------------------------------------------
-# Decoder fine-tuning: the latent space stays fixed, so it can run beside the transformer's training
+# Decoder fine-tuning: the latent space stays fixed, so the transformer's latents stay valid
 
 
-def finetune_decoder(model_dir: str | os.PathLike, images: ImageSource, max_seconds: float, batch_size: int = 16,
+def finetune_decoder(model_dir: str | os.PathLike, images: ImageSource, steps: int, batch_size: int = 16,
                      lr: float = 5e-4, seed: int = 0, pool_size: int = 8000, latent_noise: float = 0.1,
-                     save_every_seconds: float = 300.0, edge_weight: float = 1.0,
-                     callback: Callable[[dict], None] | None = None) -> dict:
-    """Train only the decoder of model_dir/vae, in place, for `max_seconds`.
+                     checkpoint_every: int = 200, edge_weight: float = 1.0, log_every: int = 50,
+                     callback: Callable[[dict], None] | None = None, max_seconds: float | None = None,
+                     device: str | torch.device | None = None) -> dict:
+    """Train only the decoder of model_dir/vae, in place, for `steps` optimiser steps.
 
     The encoder (and so every latent the transformer learns from) is frozen; the decoder keeps learning
     to turn those latents into sharper pictures. Latents get a little extra noise (`latent_noise`, in
     the scaled units the transformer works in) so the decoder also copes with imperfect generations.
-    The folder is rewritten atomically every `save_every_seconds` and at the end; rerunning continues
-    from the last save.
+    Decoder, optimiser and random state are checkpointed to model_dir/checkpoints every `checkpoint_every`
+    steps: a rerun with the same arguments continues from there as if never stopped, and once all `steps`
+    are done a rerun changes nothing and returns the recorded metrics. `max_seconds` stops it earlier (the
+    cosine tail then follows whichever end is nearer, as in `train_vae`). Runs on `device`
+    (see `training_device`); the random numbers are drawn on the CPU.
     """
-    vae = vae_io.load_vae(model_dir)
+    if steps < 1 or batch_size < 1 or pool_size < batch_size:
+        raise ValueError(f"steps={steps}, batch_size={batch_size}, pool_size={pool_size}: need steps >= 1 and "
+                         "pool_size >= batch_size >= 1")
+    model_dir = Path(model_dir)
+    checkpoint_path = model_dir / "checkpoints" / DECODER_CHECKPOINT_FILE
+    record_path = model_dir / DECODER_RECORD
+    settings = {"steps": steps, "batch_size": batch_size, "lr": lr, "seed": seed, "pool_size": pool_size,
+                "latent_noise": latent_noise, "edge_weight": edge_weight}
+    if record_path.is_file():
+        record = json.loads(record_path.read_text())
+        if record.get("settings") == settings and record["steps"] >= steps:
+            return record
+    device = training_device(device)
+    vae = vae_io.load_vae(model_dir).to(device)
     shift, scale = vae_io.latent_scale(vae)
-    rng, generator = random.Random(f"decoder-{seed}"), torch.Generator().manual_seed(seed)
-    pool = render_pool(images, rng, pool_size, vae.config.sample_size)
+    generator = torch.Generator().manual_seed(seed)
+    pool = render_pool(images, random.Random(f"decoder-{seed}"), pool_size, vae.config.sample_size)
     with torch.no_grad():
-        moments = torch.cat([vae.quant_conv(vae.encoder(to_pixels(chunk))) for chunk in pool.split(256)])
+        moments = torch.cat([vae.quant_conv(vae.encoder(to_pixels(chunk).to(device))) for chunk in pool.split(256)])
     decoder_parameters = [*vae.decoder.parameters(), *vae.post_quant_conv.parameters()]
     vae.requires_grad_(False)
     for p in decoder_parameters:
         p.requires_grad_(True)
     vae.train()
     optimizer = torch.optim.AdamW(decoder_parameters, lr=lr, betas=(0.9, 0.99), weight_decay=0.0)
-    start = last_save = time.time()
-    step, psnr = 0, 0.0
-    while time.time() - start < max_seconds:
-        progress = (time.time() - start) / max_seconds
+    step, seconds = 0, 0.0
+    if checkpoint_path.is_file():
+        state = torch.load(checkpoint_path, map_location="cpu", weights_only=True)
+        if state["settings"] != settings:
+            raise ValueError(f"{checkpoint_path} was written by a decoder fine-tuning with other settings "
+                             f"({state['settings']}); delete it to start the fine-tuning over with {settings}")
+        vae.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        generator.set_state(state["generator"])
+        step, seconds = state["step"], state["seconds"]
+
+    def save() -> None:
+        checkpoint_path.parent.mkdir(parents=True, exist_ok=True)
+        _atomic_torch_save({"settings": settings, "step": step, "seconds": seconds, "model": vae.state_dict(),
+                            "optimizer": optimizer.state_dict(), "generator": generator.get_state()}, checkpoint_path)
+
+    def out_of_time() -> bool:
+        return max_seconds is not None and seconds >= max_seconds
+
+    while step < steps and not out_of_time():
+        started = time.perf_counter()
+        progress = step / steps if max_seconds is None else max(step / steps, seconds / max_seconds)
         for group in optimizer.param_groups:
-            group["lr"] = learning_rate(lr, step, 1000, progress)  # a fresh optimiser: 50 warm-up steps
+            group["lr"] = learning_rate(lr, step, steps, progress)
         index = torch.randint(len(pool), (batch_size,), generator=generator)
-        mean, logvar = moments[index].chunk(2, dim=1)
-        z = mean + torch.exp(0.5 * logvar.clamp(-30, 20)) * torch.randn(mean.shape, generator=generator)
-        z = z + latent_noise / scale * torch.randn(z.shape, generator=generator)
-        target = to_pixels(pool[index])
+        mean, logvar = moments[index.to(device)].chunk(2, dim=1)
+        noise = torch.randn(mean.shape, generator=generator).to(device)
+        extra = torch.randn(mean.shape, generator=generator).to(device)
+        z = mean + torch.exp(0.5 * logvar.clamp(-30, 20)) * noise + latent_noise / scale * extra
+        target = to_pixels(pool[index]).to(device)
         recon = vae.decode(z).sample
         loss = reconstruction_loss(recon, target, edge_weight)["total"]
         optimizer.zero_grad(set_to_none=True)
@@ -424,18 +490,19 @@ def finetune_decoder(model_dir: str | os.PathLike, images: ImageSource, max_seco
         torch.nn.utils.clip_grad_norm_(decoder_parameters, 1.0)
         optimizer.step()
         step += 1
-        psnr = float(psnr_from_mse(pixel_mse(recon, target)).mean())
-        if callback is not None and step % 50 == 0:
-            callback({"step": step, "loss": loss.item(), "batch_psnr": psnr, "seconds": time.time() - start})
-        if time.time() - last_save > save_every_seconds:
-            save_vae(vae.eval(), Path(model_dir) / "vae")
-            vae.train()
-            last_save = time.time()
-    vae.eval()
-    save_vae(vae, Path(model_dir) / "vae")
+        seconds += time.perf_counter() - started
+        if callback is not None and (step % log_every == 0 or step == steps):
+            callback({"step": step, "loss": loss.item(), "batch_psnr": float(psnr_from_mse(pixel_mse(recon, target)).mean()),
+                      "seconds": seconds, "lr": optimizer.param_groups[0]["lr"]})
+        if step % checkpoint_every == 0 or step == steps or out_of_time():
+            save()
+    vae.eval().to("cpu")
+    save_vae(vae, model_dir / "vae")
     held_out = images_to_pixels(images(random.Random(f"vae-eval-{seed}"), EVAL_IMAGES))
-    return {"steps": step, "seconds": time.time() - start, "psnr": round(reconstruction_psnr(vae, held_out), 2),
-            "shift_factor": shift, "scaling_factor": scale}
+    record = {"steps": step, "seconds": round(seconds, 1), "psnr": round(reconstruction_psnr(vae, held_out), 2),
+              "shift_factor": shift, "scaling_factor": scale, "settings": settings}
+    _atomic_write_json(record, record_path)
+    return record
 
 
 # ----------------------------------------------------------------------------------------------
@@ -480,7 +547,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--out", required=True, help="output folder; the VAE lands in OUT/vae")
     parser.add_argument("--steps", type=int, default=6000)
     parser.add_argument("--finetune-decoder", action="store_true",
-                        help="only train the decoder of OUT/vae for --max-seconds (the latent space stays fixed)")
+                        help="only train the decoder of OUT/vae for --steps steps (the latent space stays fixed)")
     parser.add_argument("--latent-channels", type=int, default=8)
     parser.add_argument("--widths", type=lambda s: [int(w) for w in s.split(",")], default=list(DEFAULT_WIDTHS),
                         help="four comma-separated block widths, e.g. 16,32,64,64")
@@ -492,6 +559,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--threads", type=int, default=None,
                         help="torch threads (default: torch's choice); 1 can be faster on a CPU shared with other jobs")
     parser.add_argument("--no-resume", action="store_true", help="start over even if OUT/checkpoints has a checkpoint")
+    parser.add_argument("--device", help="cpu, cuda, cuda:1, ... (default: a CUDA GPU when there is one, else the CPU)")
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -501,8 +569,9 @@ def main(argv: Sequence[str] | None = None) -> None:
               f"batch PSNR {logs['batch_psnr']:.2f} dB", flush=True)
 
     if args.finetune_decoder:
-        metrics = finetune_decoder(args.out, decoder_images, args.max_seconds or 600, batch_size=args.batch_size,
-                                   seed=args.seed, pool_size=min(args.pool_size, 8000),
+        metrics = finetune_decoder(args.out, decoder_images, args.steps, batch_size=args.batch_size,
+                                   seed=args.seed, pool_size=min(args.pool_size, 8000), max_seconds=args.max_seconds,
+                                   device=args.device,
                                    callback=lambda logs: print(f"decoder step {logs['step']:6d}  {logs['seconds']:8.1f}s  "
                                                                f"loss {logs['loss']:.4f}  batch PSNR "
                                                                f"{logs['batch_psnr']:.2f} dB", flush=True))
@@ -510,7 +579,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         return
     metrics = train_vae(world_images, args.out, args.steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
                         resume=not args.no_resume, callback=report, max_seconds=args.max_seconds,
-                        latent_channels=args.latent_channels, widths=args.widths, pool_size=args.pool_size)
+                        latent_channels=args.latent_channels, widths=args.widths, pool_size=args.pool_size,
+                        device=args.device)
     metrics.pop("history")
     print(json.dumps(metrics, indent=2))
 

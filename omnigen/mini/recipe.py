@@ -67,7 +67,9 @@ class Recipe:
     vae_batch_size: int = 16
     vae_lr: float = 2e-3
     vae_pool_size: int = 8000
-    decoder_minutes: float = 20.0  # decoder-only training after the transformer's (the latents stay fixed)
+    # Decoder-only training after the transformer's (the latents stay fixed). Counted in steps, not minutes (as it
+    # was until the tenth session), so the same recipe gives the same decoder on any machine and device.
+    decoder_steps: int = 3000
     hidden_size: int = 192
     # The shipped model had 6 layers to step 64,550, then was deepened to 8 by block expansion (--layers 8).
     num_hidden_layers: int = 8
@@ -300,30 +302,26 @@ def train_transformer_stage(recipe: Recipe, work: Path, tokenizer_dir: Path, vae
     return model.eval().requires_grad_(False), config, result
 
 
-def decoder_stage(recipe: Recipe, vae_dir: Path, minutes: float) -> None:
-    """Fine-tune the VAE decoder for what is left of `minutes` in this work folder; the encoder stays fixed.
+def decoder_stage(recipe: Recipe, vae_dir: Path) -> None:
+    """Fine-tune the VAE decoder for `recipe.decoder_steps` steps; the encoder stays fixed.
 
     It runs after the transformer, not beside it: on two cores the two side by side made the transformer
     three times slower (1.7 vs 0.55 s/step) for a decoder at one step per 0.5 s. The pictures are
-    `decoder_images`: outputs of every family, held-out pairs and the segmentation marker included.
+    `decoder_images`: outputs of every family, held-out pairs and the segmentation marker included. It
+    checkpoints, so an interrupted run continues where it stopped, and a finished one is not repeated.
     """
     from .autoencoder import decoder_images, finetune_decoder
 
-    record = vae_dir.parent / "decoder.json"
-    done = json.loads(record.read_text())["seconds"] if record.is_file() else 0.0
-    remaining = minutes * 60 - done
-    if remaining < 1:
+    if recipe.decoder_steps < 1:
         return
-    log(f"fine-tuning the VAE decoder for {remaining / 60:.1f} min (the latents the transformer learnt stay fixed)")
+    log(f"fine-tuning the VAE decoder for {recipe.decoder_steps} steps (the latents the transformer learnt stay fixed)")
 
     def report(logs: dict) -> None:
-        if logs["step"] % 500 == 0:
-            log(f"decoder step {logs['step']} loss {logs['loss']:.4f} batch PSNR {logs['batch_psnr']:.2f} dB")
+        log(f"decoder step {logs['step']} loss {logs['loss']:.4f} batch PSNR {logs['batch_psnr']:.2f} dB")
 
-    metrics = finetune_decoder(vae_dir.parent, decoder_images, remaining, batch_size=recipe.vae_batch_size,
-                               seed=recipe.seed, pool_size=recipe.vae_pool_size, callback=report)
-    record.write_text(json.dumps({"seconds": done + metrics["seconds"], "psnr": metrics["psnr"]}))
-    log(f"decoder: {metrics['psnr']} dB held-out PSNR after {metrics['steps']} steps")
+    metrics = finetune_decoder(vae_dir.parent, decoder_images, recipe.decoder_steps, batch_size=recipe.vae_batch_size,
+                               seed=recipe.seed, pool_size=recipe.vae_pool_size, log_every=500, callback=report)
+    log(f"decoder: {metrics['psnr']} dB held-out PSNR after {metrics['steps']} steps ({metrics['seconds'] / 60:.1f} min)")
 
 
 class StopAfter:
@@ -383,7 +381,7 @@ def build(recipe: Recipe, out: Path, work: Path, init_from: Path | None = None,
     if result.stopped:
         log("decoder fine-tuning skipped: the transformer stage was stopped early (a rerun continues both)")
     else:
-        decoder_stage(recipe, vae_dir, recipe.decoder_minutes)
+        decoder_stage(recipe, vae_dir)
     export(model, config, tokenizer_dir, vae_dir, out, recipe, result, init_from)
     return out
 
@@ -400,9 +398,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--init-from", type=Path,
                         help="continue from an exported model folder: its tokenizer and VAE are taken as finished "
                              "stages (unless the work folder has its own) and the transformer starts from its weights")
-    parser.add_argument("--decoder-minutes", type=float,
-                        help=f"minutes of VAE-decoder fine-tuning after the transformer (default {Recipe.decoder_minutes:.0f}, "
-                             "counted over every run in --work); 0 skips it")
+    parser.add_argument("--decoder-steps", type=int,
+                        help=f"steps of VAE-decoder fine-tuning after the transformer (default {Recipe.decoder_steps}); "
+                             "0 skips it")
     parser.add_argument("--layers", type=int,
                         help=f"decoder layers (default {Recipe.num_hidden_layers}); with --init-from a deeper value "
                              "adds layers to the trained model by block expansion (copies whose output projections "
@@ -421,8 +419,8 @@ def main(argv: list[str] | None = None) -> int:
         recipe.learning_rate = args.learning_rate
     if args.layers:
         recipe.num_hidden_layers = args.layers
-    if args.decoder_minutes is not None:
-        recipe.decoder_minutes = args.decoder_minutes
+    if args.decoder_steps is not None:
+        recipe.decoder_steps = args.decoder_steps
     if args.threads:
         torch.set_num_threads(args.threads)
     work = Path(args.work)
