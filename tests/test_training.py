@@ -354,3 +354,14 @@ def test_length_grouped_batches_cover_each_epoch_once_with_like_lengths():
     assert padded > 2 * sum(lengths)  # nearly every random batch waits for a long example
     again = DataOrder(len(lengths), 8, seed=3, lengths=lengths)
     assert [again.indices(g) for g in (0, 200, 5)] == [order.indices(g) for g in (0, 200, 5)]  # any g, any order
+
+
+def test_the_optimizer_is_fused_adamw_with_decay_on_matrices_only(tmp_path):
+    from omnigen.training.trainer import build_optimizer
+
+    model = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.LayerNorm(4))
+    optimizer = build_optimizer(list(model.parameters()), small_config(tmp_path, weight_decay=0.05))
+    assert isinstance(optimizer, torch.optim.AdamW)
+    assert [group["fused"] for group in optimizer.param_groups] == [True, True]
+    assert [group["weight_decay"] for group in optimizer.param_groups] == [0.05, 0.0]
+    assert [len(group["params"]) for group in optimizer.param_groups] == [1, 3]
