@@ -185,6 +185,11 @@ def learning_rate(base_lr: float, step: int, steps: int, progress: float) -> flo
     return base_lr * (FINAL_LR_FRACTION + (1 - FINAL_LR_FRACTION) * 0.5 * (1 + math.cos(math.pi * t)))
 
 
+def schedule_progress(step: int, steps: int, seconds: float, max_seconds: float | None) -> float:
+    """How far along the schedule a run is (0..1): by steps, or by time when a time limit is nearer its end."""
+    return step / steps if max_seconds is None else max(step / steps, seconds / max_seconds)
+
+
 def psnr_from_mse(mse: torch.Tensor) -> torch.Tensor:
     """PSNR in dB of images in [0, 1]; a perfect image counts as 60 dB so that averages stay finite."""
     return (10 * torch.log10(1.0 / mse.clamp_min(1e-6))).clamp_max(60.0)
@@ -371,9 +376,8 @@ def train_vae(
         if refresh_every and step // refresh_every != pool_index:
             pool_index, pool = pool_for(step)
         started = time.perf_counter()
-        progress = step / steps if max_seconds is None else max(step / steps, seconds / max_seconds)
         for group in optimizer.param_groups:
-            group["lr"] = learning_rate(lr, step, steps, progress)
+            group["lr"] = learning_rate(lr, step, steps, schedule_progress(step, steps, seconds, max_seconds))
         batch = draw_batch(pool, batch_rng, batch_size).to(device)
         recon, losses = training_step(vae, optimizer, batch, kl_weight, edge_weight)
         step += 1
@@ -440,6 +444,10 @@ def finetune_decoder(model_dir: str | os.PathLike, images: ImageSource, steps: i
         record = json.loads(record_path.read_text())
         if record.get("settings") == settings and record["steps"] >= steps:
             return record
+    state = torch.load(checkpoint_path, map_location="cpu", weights_only=True) if checkpoint_path.is_file() else None
+    if state is not None and state["settings"] != settings:
+        raise ValueError(f"{checkpoint_path} was written by a decoder fine-tuning with other settings "
+                         f"({state['settings']}); delete it to start the fine-tuning over with {settings}")
     device = training_device(device)
     vae = vae_io.load_vae(model_dir).to(device)
     shift, scale = vae_io.latent_scale(vae)
@@ -454,11 +462,7 @@ def finetune_decoder(model_dir: str | os.PathLike, images: ImageSource, steps: i
     vae.train()
     optimizer = torch.optim.AdamW(decoder_parameters, lr=lr, betas=(0.9, 0.99), weight_decay=0.0)
     step, seconds = 0, 0.0
-    if checkpoint_path.is_file():
-        state = torch.load(checkpoint_path, map_location="cpu", weights_only=True)
-        if state["settings"] != settings:
-            raise ValueError(f"{checkpoint_path} was written by a decoder fine-tuning with other settings "
-                             f"({state['settings']}); delete it to start the fine-tuning over with {settings}")
+    if state is not None:
         vae.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         generator.set_state(state["generator"])
@@ -474,9 +478,8 @@ def finetune_decoder(model_dir: str | os.PathLike, images: ImageSource, steps: i
 
     while step < steps and not out_of_time():
         started = time.perf_counter()
-        progress = step / steps if max_seconds is None else max(step / steps, seconds / max_seconds)
         for group in optimizer.param_groups:
-            group["lr"] = learning_rate(lr, step, steps, progress)
+            group["lr"] = learning_rate(lr, step, steps, schedule_progress(step, steps, seconds, max_seconds))
         index = torch.randint(len(pool), (batch_size,), generator=generator)
         mean, logvar = moments[index.to(device)].chunk(2, dim=1)
         noise = torch.randn(mean.shape, generator=generator).to(device)
