@@ -15,40 +15,42 @@ endpoints their typed parameters and defaults.
 
 from __future__ import annotations
 
+import inspect
 import random
 from typing import Any
 
 import gradio as gr
 from PIL import Image
 
+from omnigen.settings import GenerationSettings, parse_value, setting_fields, value_type
+
 from .compose import mask_from_image
 from .engine import (GPU_QUEUE, MAX_INPUT_IMAGES, FailedEvent, GenerationJob, StepEvent, Studio,
                      current_studio, gpu_job_events)
 from .prompt_editing import image_problems
 
+SLOT_NAMES = tuple(f"image_{k}" for k in range(1, MAX_INPUT_IMAGES + 1))
+
+
+def setting_input(spec, default: Any) -> gr.components.Component:
+    """The hidden widget that gives the endpoint one setting's parameter: its type, label and default."""
+    kind, label = value_type(spec), spec.name
+    if spec.name == "seed":
+        return gr.Number(-1, precision=0, label="seed (-1: random)")
+    if kind is bool:
+        return gr.Checkbox(default, label=label)
+    if kind is str:
+        return gr.Textbox(default, label=label)
+    return gr.Number(default, precision=0 if kind is int else None, label=label)
+
 
 def build_api_endpoints(studio: Studio) -> None:
-    d = studio.defaults()
+    defaults = studio.defaults()
     with gr.Column(visible=False):
         inputs = [gr.Textbox(label="prompt")]
-        inputs += [gr.File(label=f"image_{k}", file_types=["image"]) for k in range(1, MAX_INPUT_IMAGES + 1)]
-        inputs += [
-            gr.File(label="mask", file_types=["image"]),
-            gr.Number(d["width"], precision=0, label="width"),
-            gr.Number(d["height"], precision=0, label="height"),
-            gr.Number(d["num_inference_steps"], precision=0, label="num_inference_steps"),
-            gr.Number(d["guidance_scale"], label="guidance_scale"),
-            gr.Number(d["img_guidance_scale"], label="img_guidance_scale"),
-            gr.Textbox(d["negative_prompt"], label="negative_prompt"),
-            gr.Number(-1, precision=0, label="seed (-1: random)"),
-            gr.Number(1, precision=0, label="num_images_per_prompt"),
-            gr.Number(d["max_input_image_size"], precision=0, label="max_input_image_size"),
-            gr.Number(0, precision=0, label="use_input_image_size_as_output (0: width/height, k: image k)"),
-            gr.Textbox("batched", label="cfg_mode"),
-            gr.Checkbox(True, label="use_kv_cache"),
-            gr.Textbox(d["offload"] or "none", label="offload (none, model, sequential)"),
-            gr.Number(1.0, label="time_shift"),
-        ]
+        inputs += [gr.File(label=name, file_types=["image"]) for name in SLOT_NAMES]
+        inputs += [gr.File(label="mask", file_types=["image"])]
+        inputs += [setting_input(spec, getattr(defaults, spec.name)) for spec in setting_fields()]
         gallery = gr.Gallery(format="png", label="images")
         settings = gr.JSON(label="settings")
         generate_trigger = gr.Button()
@@ -62,29 +64,19 @@ def build_api_endpoints(studio: Studio) -> None:
                             [condition_kind, condition_image], condition_out, api_name="condition")
 
 
-def generate(prompt: str, image_1: str | None = None, image_2: str | None = None, image_3: str | None = None,
-             image_4: str | None = None, image_5: str | None = None, mask: str | None = None,
-             width: int | None = None, height: int | None = None, num_inference_steps: int | None = None,
-             guidance_scale: float | None = None, img_guidance_scale: float | None = None,
-             negative_prompt: str | None = None, seed: int | None = None, num_images_per_prompt: int | None = None,
-             max_input_image_size: int | None = None, use_input_image_size_as_output: int | None = None,
-             cfg_mode: str | None = None, use_kv_cache: bool | None = None, offload: str | None = None,
-             time_shift: float | None = None, progress=gr.Progress()):
+def generate(prompt: str, *files_and_settings: Any):
     """Generate image(s) from a prompt with <img><|image_k|></img> placeholders and up to five images.
     Returns the images (PNG with their settings as metadata) and the list of their settings."""
-    slots = [image_1, image_2, image_3, image_4, image_5]
+    *files_and_settings, progress = files_and_settings  # Gradio passes the tracker where __signature__ says
+    slots = list(files_and_settings[:MAX_INPUT_IMAGES])
+    mask = files_and_settings[MAX_INPUT_IMAGES]
+    given = dict(zip([spec.name for spec in setting_fields()], files_and_settings[MAX_INPUT_IMAGES + 1:]))
     problems = image_problems(prompt or "", slots)
     if problems:
         raise gr.Error(" ".join(problems))
     if not (prompt or "").strip():
         raise gr.Error("The prompt is empty.")
-    given = dict(width=width, height=height, num_inference_steps=num_inference_steps, guidance_scale=guidance_scale,
-                 img_guidance_scale=img_guidance_scale, negative_prompt=negative_prompt, seed=seed,
-                 num_images_per_prompt=num_images_per_prompt, max_input_image_size=max_input_image_size,
-                 use_input_image_size_as_output=use_input_image_size_as_output, cfg_mode=cfg_mode,
-                 use_kv_cache=use_kv_cache, offload=offload, time_shift=time_shift)
-    settings = pipeline_settings({key: value for key, value in given.items() if value is not None})
-    job = GenerationJob(prompt, [p for p in slots if p], settings, _read_mask(mask), 0, "api")
+    job = GenerationJob(prompt, [p for p in slots if p], request_settings(given), _read_mask(mask), 0, "")
     for event in gpu_job_events(job):
         if isinstance(event, StepEvent):
             progress((event.step, event.total), desc=f"step {event.step}/{event.total}")
@@ -95,27 +87,29 @@ def generate(prompt: str, image_1: str | None = None, image_2: str | None = None
             yield [(r.path, f"seed {r.settings['seed']}") for r in event.images], [r.settings for r in event.images]
 
 
-def pipeline_settings(given: dict[str, Any]) -> dict[str, Any]:
-    """OmniGenPipeline keyword arguments from the endpoint's values, the model's defaults where none is given.
-    A negative or missing seed becomes a random one, chosen here so that it comes back in the settings."""
-    s = {**current_studio().defaults(), "seed": -1, **given}
-    seed = int(s["seed"])
-    return dict(height=_whole(s["height"], "height"), width=_whole(s["width"], "width"),
-                num_inference_steps=_whole(s["num_inference_steps"], "num_inference_steps"),
-                guidance_scale=float(s["guidance_scale"]), img_guidance_scale=float(s["img_guidance_scale"]),
-                negative_prompt=s["negative_prompt"] or "",
-                seed=seed if seed >= 0 else random.SystemRandom().randrange(2**31),
-                num_images_per_prompt=_whole(s["num_images_per_prompt"], "num_images_per_prompt"),
-                max_input_image_size=_whole(s["max_input_image_size"], "max_input_image_size"),
-                use_input_image_size_as_output=int(s["use_input_image_size_as_output"] or 0) or False,
-                cfg_mode=s["cfg_mode"], use_kv_cache=bool(s["use_kv_cache"]),
-                offload=None if s["offload"] in (None, "", "none") else s["offload"], time_shift=float(s["time_shift"]))
+# The endpoint's documented signature: prompt, image_1..5, mask, then one parameter per setting.
+generate.__signature__ = inspect.Signature(
+    [inspect.Parameter("prompt", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=str)]
+    + [inspect.Parameter(name, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=None, annotation=str | None)
+       for name in (*SLOT_NAMES, "mask")]
+    + [inspect.Parameter(spec.name, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=None,
+                         annotation=value_type(spec) | None) for spec in setting_fields()]
+    + [inspect.Parameter("progress", inspect.Parameter.POSITIONAL_OR_KEYWORD, default=gr.Progress())])
 
 
-def _whole(value: Any, name: str) -> int:
-    if value is None or float(value) != int(value):
-        raise gr.Error(f"{name} must be a whole number, got {value!r}")
-    return int(value)
+def request_settings(given: dict[str, Any]) -> GenerationSettings:
+    """The settings of one request: the model's defaults where none is given, every value checked. A negative
+    or missing seed becomes a random one, chosen here so that it comes back in the settings."""
+    values = {}
+    try:
+        for name, value in given.items():
+            if name == "seed" and (value is None or float(value) < 0):
+                value = random.SystemRandom().randrange(2**31)
+            if value is not None:
+                values[name] = parse_value(name, value)
+        return current_studio().pipe.settings(current_studio().defaults(), **values)
+    except ValueError as error:
+        raise gr.Error(str(error)[:1].upper() + str(error)[1:]) from None
 
 
 def _read_mask(path: str | None):

@@ -32,9 +32,7 @@ import functools
 import json
 import logging
 import os
-import queue
 import re
-import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -46,7 +44,10 @@ import pandas as pd
 from omnigen.training import DatasetError, LoraSettings, RowsDataset, TrainConfig, latest_checkpoint
 
 from . import train_data
-from .engine import GPU_QUEUE, PipelineBusy, Studio, is_out_of_memory
+from omnigen.errors import is_out_of_memory
+
+from .engine import GPU_QUEUE, Studio
+from .jobs import PipelineBusy, Training, run_in_worker
 
 log = logging.getLogger("omnigen.studio")
 
@@ -237,69 +238,18 @@ def training_message(error: BaseException) -> str:
 # ----------------------------------------------------------------------------- the one run of the server
 
 
-@dataclass
-class ActiveRun:
-    session: str
-    name: str
-    stop: threading.Event
-
-
-_active: ActiveRun | None = None
-_active_lock = threading.Lock()
-
-
-def claim_run(session: str, name: str) -> ActiveRun:
-    global _active
-    with _active_lock:
-        if _active is not None:
-            raise gr.Error(f"A training ({_active.name!r}) is already running; one runs at a time. Wait for it "
-                           "to finish" + (" or press Stop." if _active.session == session else "."))
-        _active = ActiveRun(session, name, threading.Event())
-        return _active
-
-
-def release_run(run: ActiveRun) -> None:
-    global _active
-    with _active_lock:
-        if _active is run:
-            _active = None
-
-
-def request_stop(request: gr.Request) -> str:
-    run = _active
-    if run is None:
-        return "Nothing is training."
-    if run.session != request.session_hash:
-        return "The running training was started from another page; only that page can stop it."
-    run.stop.set()
-    return f"Stopping `{run.name}`: it ends after its current step and keeps a checkpoint and the adapter."
-
-
-def training_events(studio: Studio, dataset: RowsDataset, config: TrainConfig, run: ActiveRun):
+def training_events(studio: Studio, dataset: RowsDataset, config: TrainConfig, run: Training):
     """Run train_lora on the studio's pipeline in a worker thread, holding the pipeline alone, and yield its
     events; a failure comes as {"type": "failed", "message"}. Closing the generator stops the run (after its
     current step, with a checkpoint) and waits for the worker, so the model is free when it returns."""
     from omnigen.training import train_lora
 
-    events: queue.Queue = queue.Queue()
+    def work(emit, stop) -> None:
+        train_lora(studio.pipe, dataset, config, callback=emit, stop=stop)
 
-    def work() -> None:
-        try:
-            train_lora(studio.pipe, dataset, config, callback=events.put, stop=run.stop)
-        except BaseException as error:  # reported to the page as a sentence, never re-raised in this thread
-            events.put({"type": "failed", "message": training_message(error)})
-        finally:
-            events.put(None)
-
-    with studio.use.exclusively(f"training the LoRA {config.lora.name!r}"):
-        worker = threading.Thread(target=work, name="omnigen-train", daemon=True)
-        worker.start()
-        try:
-            while (event := events.get()) is not None:
-                yield event
-        finally:
-            run.stop.set()  # no-op after a finished run; ends an abandoned one (closed tab) at its next step
-            worker.join()
+    with studio.live.use.exclusively(f"training the LoRA {config.lora.name!r}"):
+        yield from run_in_worker(work, run.stop, lambda error: {"type": "failed", "message": training_message(error)},
+                                 "omnigen-train")
 
 
 def prepare_run(studio: Studio, rows: list, settings: dict[str, Any], resume: bool) -> tuple[RowsDataset, TrainConfig]:
@@ -392,7 +342,7 @@ def build_settings_column(studio: Studio) -> tuple[dict[str, Any], dict[str, Any
         s["steps"] = gr.Number(300, precision=0, minimum=1, label="Steps", elem_id="train-steps")
     with gr.Row():
         s["batch_size"] = gr.Slider(1, 32, 1, step=1, label="Batch size", elem_id="train-batch")
-        size = studio.default_max_input_image_size()
+        size = studio.defaults().max_input_image_size
         s["resolution"] = gr.Slider(16, max(2048, size), size, step=16, label="Resolution (longest side)",
                                     elem_id="train-resolution")
     s["targets"] = gr.Radio(TARGET_CHOICES, value="attention", label="Target modules", elem_id="train-targets")
@@ -520,13 +470,14 @@ def wire_training(studio: Studio, rows: gr.State, settings: dict, buttons: dict,
         checked.success(make_train_handler(studio, resume, outputs), [rows, *values], list(outputs),
                         concurrency_id=GPU_QUEUE, concurrency_limit=studio.concurrency_limit,
                         show_progress="minimal", show_progress_on=[shown["status"]], api_visibility="private")
-    buttons["stop"].click(request_stop, None, shown["status"], queue=False, api_visibility="private")
+    buttons["stop"].click(lambda request: studio.live.stop_training(request.session_hash), None, shown["status"],
+                          queue=False, api_visibility="private")
 
 
 def make_check(studio: Studio, resume: bool):
     def check(current_rows: list, *values) -> None:
-        if _active is not None:
-            raise gr.Error(f"A training ({_active.name!r}) is already running; one runs at a time.")
+        if studio.live.training is not None:
+            raise gr.Error(f"A training ({studio.live.training.name!r}) is already running; one runs at a time.")
         prepare_run(studio, current_rows, dict(zip(SETTINGS, values)), resume)
 
     return check
@@ -535,16 +486,19 @@ def make_check(studio: Studio, resume: bool):
 def make_train_handler(studio: Studio, resume: bool, outputs: tuple):
     def train(request: gr.Request, current_rows: list, *values):
         dataset, config = prepare_run(studio, current_rows, dict(zip(SETTINGS, values)), resume)
-        run = claim_run(request.session_hash, config.lora.name)
+        try:
+            run = studio.live.claim_training(request.session_hash, config.lora.name)
+        except PipelineBusy as error:
+            raise gr.Error(str(error)) from None
         try:
             yield from stream_run(studio, dataset, config, run, outputs)
         finally:
-            release_run(run)
+            studio.live.release_training(run)
 
     return train
 
 
-def stream_run(studio: Studio, dataset: RowsDataset, config: TrainConfig, run: ActiveRun, outputs: tuple):
+def stream_run(studio: Studio, dataset: RowsDataset, config: TrainConfig, run: Training, outputs: tuple):
     """The page updates of one run: a first one at once, then one per event of the worker."""
     status, plot, samples, adapter_box, use_button = outputs
     out_dir = Path(config.out_dir)
@@ -600,7 +554,7 @@ def wire_use(studio: Studio, use: dict, shown: dict) -> None:
 
     def load(adapter: str, strength: float) -> str:
         path, name = run_of_adapter(studio, adapter)
-        with studio.use.exclusively(f"loading the LoRA {name!r}"):
+        with studio.live.use.exclusively(f"loading the LoRA {name!r}"):
             if name in lora_scales(studio.pipe.transformer):  # a newer training of the same name replaces it
                 studio.pipe.unload_lora(name)
             studio.pipe.load_lora(path, name=name, scale=float(strength))
@@ -611,13 +565,13 @@ def wire_use(studio: Studio, use: dict, shown: dict) -> None:
             return loaded_text(studio)
         _, name = run_of_adapter(studio, adapter)
         if name in lora_scales(studio.pipe.transformer):
-            with studio.use.exclusively(f"changing the LoRA {name!r}"):
+            with studio.live.use.exclusively(f"changing the LoRA {name!r}"):
                 studio.pipe.set_lora_scales({name: float(strength)})
         return loaded_text(studio)
 
     def unload() -> str:
         if lora_scales(studio.pipe.transformer):
-            with studio.use.exclusively("unloading the LoRA adapters"):
+            with studio.live.use.exclusively("unloading the LoRA adapters"):
                 studio.pipe.unload_lora()
         return loaded_text(studio)
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 import base64
 import io
 import random
-import threading
 from collections.abc import Callable, Sequence
 from functools import lru_cache
 from pathlib import Path
@@ -23,6 +22,7 @@ from PIL import Image
 
 from omnigen.presets import PRESETS, example_settings, examples_for, get_preset, preset_parts
 from omnigen.processor import load_image
+from omnigen.settings import GenerationSettings, parse_value, setting_field, setting_names, value_type
 
 from . import history as hist
 from .compose import mask_from_layers
@@ -37,7 +37,10 @@ SLOTS = range(1, MAX_INPUT_IMAGES + 1)
 # Page settings, in the order their widgets are passed to handlers.
 FIELDS = ("width", "height", "num_inference_steps", "guidance_scale", "img_guidance_scale", "negative_prompt",
           "seed", "randomize_seed", "num_images_per_prompt", "max_input_image_size", "output_size", "cfg_mode",
-          "use_kv_cache", "offload", "preview_every")
+          "use_kv_cache", "use_img_guidance", "time_shift", "preview_every")
+# Page fields that are generation settings of the same name (the others: seed, randomize_seed, output_size
+# and preview_every are the page's own ways of saying them).
+SETTING_FIELDS = tuple(name for name in FIELDS if name in setting_names() and name != "seed")
 
 CSS = """
 #prompt-preview .prompt-render { padding: 8px 10px; border: 1px dashed var(--border-color-primary);
@@ -165,9 +168,10 @@ def wire_generation(studio: Studio, page: dict, shown: dict) -> None:
     slots, panel = page["slots"], page["panel"]
     outputs = {name: shown[name] for name in RUN_OUTPUTS} | {"seed": panel["seed"]}
     # A mismatch is refused at once, before the job queues behind others for the GPU.
+    start_run, request_stop = make_run_controls(studio)
     checked = page["generate"].click(start_run, [page["prompt"], panel["output_size"], *slots], None,
                                      concurrency_limit=None, show_progress="hidden", api_visibility="private")
-    checked.success(make_generate_handler(outputs),
+    checked.success(make_generate_handler(studio, outputs),
                     [page["preset"], page["prompt"], *slots, page["mask_editor"], *panel.values(), shown["history"]],
                     list(outputs.values()), concurrency_id=GPU_QUEUE, concurrency_limit=studio.concurrency_limit,
                     show_progress_on=[shown["status"]], api_name="generate_ui", api_visibility="private")
@@ -221,45 +225,66 @@ def build_image_slots():
     return slots, buttons, caret
 
 
-def build_settings_panel(studio: Studio, d: dict[str, Any]) -> dict[str, Any]:
-    native = studio.pipe.native_size
-    top = max(2048, 2 * native)
+def setting_widget(name: str, value: Any, top: int, **layout: Any) -> Any:
+    """A widget for one generation setting: label, range, step and choices come from omnigen.settings."""
+    spec = setting_field(name)
+    meta, kind = spec.metadata, value_type(spec)
+    element = {"num_inference_steps": "steps", "guidance_scale": "guidance", "img_guidance_scale": "img-guidance",
+               "num_images_per_prompt": "num-images", "max_input_image_size": "max-input-size",
+               "use_kv_cache": "kv-cache"}.get(name, name.replace("_", "-"))
+    common = dict(label=meta["label"], elem_id=element, **layout)
+    if kind is bool:
+        return gr.Checkbox(value, **common)
+    if meta["choices"]:
+        return gr.Radio(list(meta["choices"]), value=value, info=meta["help"], **common)
+    if kind is str:
+        return gr.Textbox(value, lines=1, **common)
+    if meta["multiple_of"]:  # image sides: up to what the model can draw
+        return gr.Slider(meta["minimum"], top, value, step=meta["multiple_of"], **common)
+    low, high, step = meta["ui"] or (meta["minimum"], meta["maximum"], 1 if kind is int else 0.1)
+    return gr.Slider(low, high, value, step=step, **common)
+
+
+def build_settings_panel(studio: Studio, d: GenerationSettings) -> dict[str, Any]:
+    top = studio.pipe.max_image_side
     panel: dict[str, Any] = {}
     with gr.Accordion("Settings", open=True):
         with gr.Row():
-            panel["width"] = gr.Slider(16, top, d["width"], step=16, label="Width", elem_id="width")
-            panel["height"] = gr.Slider(16, top, d["height"], step=16, label="Height", elem_id="height")
+            for name in ("width", "height"):
+                panel[name] = setting_widget(name, getattr(d, name), top)
         with gr.Row():
-            panel["num_inference_steps"] = gr.Slider(1, 100, d["num_inference_steps"], step=1, label="Steps",
-                                                     elem_id="steps")
-            panel["guidance_scale"] = gr.Slider(1.0, 5.0, d["guidance_scale"], step=0.1, label="Guidance (text)",
-                                                elem_id="guidance")
-            panel["img_guidance_scale"] = gr.Slider(1.0, 3.0, d["img_guidance_scale"], step=0.1,
-                                                    label="Image guidance", elem_id="img-guidance")
+            for name in ("num_inference_steps", "guidance_scale", "img_guidance_scale"):
+                panel[name] = setting_widget(name, getattr(d, name), top)
         with gr.Row():
-            panel["negative_prompt"] = gr.Textbox(d["negative_prompt"], label="Negative prompt", lines=1,
-                                                  elem_id="negative-prompt", scale=3)
-            panel["seed"] = gr.Number(d["seed"], precision=0, minimum=0, label="Seed", elem_id="seed", scale=1)
+            panel["negative_prompt"] = setting_widget("negative_prompt", d.negative_prompt, top, scale=3)
+            panel["seed"] = gr.Number(d.seed, precision=0, minimum=0, label="Seed", elem_id="seed", scale=1)
             panel["randomize_seed"] = gr.Checkbox(True, label="Random seed", elem_id="randomize-seed", scale=1)
         with gr.Row():
-            panel["num_images_per_prompt"] = gr.Slider(1, 4, d["num_images_per_prompt"], step=1,
-                                                       label="Number of images", elem_id="num-images")
-            panel["max_input_image_size"] = gr.Slider(16, top, d["max_input_image_size"], step=16,
-                                                      label="Max input image size", elem_id="max-input-size")
+            for name in ("num_images_per_prompt", "max_input_image_size"):
+                panel[name] = setting_widget(name, getattr(d, name), top)
             sizes = [("width x height above", 0)] + [(f"size of image {k}", k) for k in SLOTS]
-            panel["output_size"] = gr.Dropdown(sizes, value=0, label="Output size", elem_id="output-size")
+            panel["output_size"] = gr.Dropdown(sizes, value=d.use_input_image_size_as_output, label="Output size",
+                                               elem_id="output-size")
         with gr.Accordion("Advanced", open=False):
             with gr.Row():
-                panel["cfg_mode"] = gr.Radio(["batched", "separate"], value=d["cfg_mode"], label="Guidance mode",
-                                             info="separate: one branch at a time, less memory",
-                                             elem_id="cfg-mode")
-                panel["use_kv_cache"] = gr.Checkbox(d["use_kv_cache"], label="KV cache", elem_id="kv-cache")
-                panel["offload"] = gr.Dropdown(["none", "model", "sequential"], value=d["offload"] or "none",
-                                               label="Offload to CPU", elem_id="offload")
+                for name in ("cfg_mode", "use_kv_cache", "use_img_guidance", "time_shift"):
+                    panel[name] = setting_widget(name, getattr(d, name), top)
                 panel["preview_every"] = gr.Slider(0, 20, 5, step=1, label="Live preview every N steps (0: off)",
                                                    elem_id="preview-every")
+                # Where the model waits between steps: the pipeline's, for every page, changed between jobs.
+                offload = gr.Dropdown(["none", "model", "sequential"], value=studio.pipe.offload or "none",
+                                      label="Offload to CPU (whole studio)", elem_id="offload")
     assert tuple(panel) == FIELDS
+    offload.change(lambda mode: change_offload(studio, mode), offload, offload, api_visibility="private")
     return panel
+
+
+def change_offload(studio: Studio, mode: str) -> str:
+    try:
+        studio.set_offload(None if mode in (None, "none") else mode)
+    except ValueError as error:
+        gr.Warning(str(error))
+    return studio.pipe.offload or "none"
 
 
 # ----------------------------------------------------------------------------- presets and examples
@@ -424,27 +449,24 @@ def load_mask_background(image: str | None):
 # ----------------------------------------------------------------------------- running
 
 
-def settings_from_page(values: dict[str, Any]) -> dict[str, Any]:
-    """OmniGenPipeline keyword arguments from the page's widget values."""
-    seed = random.SystemRandom().randrange(2**31) if values["randomize_seed"] else int(values["seed"] or 0)
-    output_size = int(values["output_size"] or 0)
-    return dict(height=int(values["height"]), width=int(values["width"]),
-                num_inference_steps=int(values["num_inference_steps"]),
-                guidance_scale=float(values["guidance_scale"]), img_guidance_scale=float(values["img_guidance_scale"]),
-                negative_prompt=values["negative_prompt"] or "", seed=seed,
-                num_images_per_prompt=int(values["num_images_per_prompt"]),
-                use_input_image_size_as_output=output_size if output_size else False,
-                max_input_image_size=int(values["max_input_image_size"]), cfg_mode=values["cfg_mode"],
-                use_kv_cache=bool(values["use_kv_cache"]),
-                offload=None if values["offload"] in (None, "none") else values["offload"])
+def settings_from_page(studio: Studio, values: dict[str, Any]) -> GenerationSettings:
+    """The generation settings the page's widgets say, checked against the model."""
+    seed = random.SystemRandom().randrange(2**31) if values["randomize_seed"] else values["seed"] or 0
+    try:
+        given = {name: parse_value(name, values[name]) for name in SETTING_FIELDS}
+        given.update(seed=parse_value("seed", seed),
+                     use_input_image_size_as_output=parse_value("use_input_image_size_as_output",
+                                                                values["output_size"] or 0))
+        return studio.pipe.settings(studio.defaults(), **given)
+    except ValueError as error:
+        raise gr.Error(str(error)[:1].upper() + str(error)[1:]) from None
 
 
 def page_values_from_settings(settings: dict[str, Any], ui: dict[str, Any] | None = None) -> list[Any]:
     """Widget values (in FIELDS order) that restore a run: its page values, its exact seed."""
     values = dict(ui or {})
     values.update(seed=settings.get("seed", 0), randomize_seed=False)
-    for key in ("width", "height", "num_inference_steps", "guidance_scale", "img_guidance_scale", "negative_prompt",
-                "max_input_image_size", "cfg_mode", "use_kv_cache"):
+    for key in SETTING_FIELDS:
         if key in settings and key not in values:
             values[key] = settings[key]
     return [values.get(key, gr.skip()) for key in FIELDS]
@@ -463,23 +485,24 @@ def mask_for_job(preset: str, editor: dict | None, image_1: str | None):
     return mask_from_layers(editor["layers"], size)
 
 
-# Per browser session: set by Cancel, read by the running (or queued) Generate between steps. A flag and not
-# gradio's cancels=, which would end the event as an error and leave the page saying "Error".
-STOP_FLAGS: dict[str, threading.Event] = {}
+# Cancel sets the page's stop flag in studio.live; the running (or queued) Generate reads it between steps.
+# A flag and not gradio's cancels=, which would end the event as an error and leave the page saying "Error".
 
 
-def request_stop(request: gr.Request) -> str:
-    flag = STOP_FLAGS.get(request.session_hash)
-    if flag is None:
-        return "Nothing is running."
-    flag.set()
-    return "Cancelling: the run stops at its next step; nothing from it is saved."
+def make_run_controls(studio: Studio) -> tuple[Callable, Callable]:
+    """(start, stop) handlers of the page's Generate and Cancel buttons."""
 
+    def start_run(request: gr.Request, prompt: str, output_size: int | None, *images: str | None) -> None:
+        """Runs at once on Generate: a fresh stop flag for this page, then the checks that need no model."""
+        studio.live.arm_generation(request.session_hash)
+        check_prompt(prompt, output_size, *images)
 
-def start_run(request: gr.Request, prompt: str, output_size: int | None, *images: str | None) -> None:
-    """Runs at once on Generate: a fresh stop flag for this session, then the checks that need no model."""
-    STOP_FLAGS[request.session_hash] = threading.Event()
-    check_prompt(prompt, output_size, *images)
+    def request_stop(request: gr.Request) -> str:
+        if not studio.live.stop_generation(request.session_hash):
+            return "Nothing is running."
+        return "Cancelling: the run stops at its next step; nothing from it is saved."
+
+    return start_run, request_stop
 
 
 def check_prompt(prompt: str, output_size: int | None, *images: str | None) -> None:
@@ -495,7 +518,7 @@ def check_prompt(prompt: str, output_size: int | None, *images: str | None) -> N
                        "set Output size to 'width x height above'.")
 
 
-def make_generate_handler(outputs: dict[str, Any]) -> Callable:
+def make_generate_handler(studio: Studio, outputs: dict[str, Any]) -> Callable:
     """The Generate event: a generator that streams step progress and previews, then the results."""
     status, preview, results, before_after, settings_json, code, download, history, history_gallery, \
         selection, seed = outputs.values()
@@ -507,15 +530,15 @@ def make_generate_handler(outputs: dict[str, Any]) -> Callable:
         values = dict(zip(FIELDS, rest[MAX_INPUT_IMAGES + 1:MAX_INPUT_IMAGES + 1 + len(FIELDS)]))
         past = list(rest[-1] or [])
         prompt = prompt or ""
-        stop = STOP_FLAGS.setdefault(request.session_hash, threading.Event())
+        stop = studio.live.generation_stop(request.session_hash)
         if stop.is_set():  # Cancel was pressed while the job waited in the queue
             yield {status: "Cancelled before it started."}
             return
         check_prompt(prompt, values["output_size"], *images)  # again: the page may have changed in the queue
         used = [path for path in images if path]
-        job = GenerationJob(prompt, used, settings_from_page(values), mask_for_job(preset_name, editor, images[0]),
-                            int(values["preview_every"] or 0), preset_name)
-        yield {status: f"Starting (seed {job.settings['seed']})...", seed: job.settings["seed"],
+        job = GenerationJob(prompt, used, settings_from_page(studio, values),
+                            mask_for_job(preset_name, editor, images[0]), int(values["preview_every"] or 0), preset_name)
+        yield {status: f"Starting (seed {job.settings.seed})...", seed: job.settings.seed,
                before_after: gr.ImageSlider(visible=False)}
         events = gpu_job_events(job)
         try:
@@ -536,7 +559,7 @@ def make_generate_handler(outputs: dict[str, Any]) -> Callable:
                     yield finished(event, job, values, past, preset_name, prompt, images)
         finally:
             events.close()
-            STOP_FLAGS.pop(request.session_hash, None)
+            studio.live.end_generation(request.session_hash)
 
     def finished(done: DoneEvent, job: GenerationJob, values: dict, past: list, preset_name: str, prompt: str,
                  images: list) -> dict:

@@ -1,4 +1,8 @@
-"""Command line: `python -m omnigen generate ...` (and `train`, see omnigen/training)."""
+"""Command line: `omnigen generate ...` (and `omnigen train ...`, see omnigen/training/cli.py).
+
+The generation flags are made from omnigen.settings.GenerationSettings: one flag per setting, with its
+help, range and choices; a flag not given takes the model folder's default, as in Python and the studio.
+"""
 
 from __future__ import annotations
 
@@ -6,61 +10,91 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import Any
+
+from .settings import GenerationSettings, setting_fields, value_type
+
+
+def flag_of(spec) -> str:
+    return spec.metadata["flag"] or "--" + spec.name.replace("_", "-")
+
+
+def add_settings_arguments(parser: argparse.ArgumentParser) -> None:
+    """One flag per generation setting; every default is None so that the model's defaults apply."""
+    library = GenerationSettings()
+    group = parser.add_argument_group("generation settings (default: the model folder's, else the library's)")
+    for spec in setting_fields():
+        meta, kind = spec.metadata, value_type(spec)
+        default = getattr(library, spec.name)
+        text = f"{meta['help']} (library default: {default!r})" if not meta["model_default"] else meta["help"]
+        if spec.name == "negative_prompt":
+            text = meta["help"]  # its default is long; `omnigen generate --show-settings` prints it
+        if kind is bool:
+            action = "store_false" if default else "store_true"
+            group.add_argument(flag_of(spec), action=action, default=None, dest=spec.name, help=text)
+        elif spec.name == "use_input_image_size_as_output":
+            group.add_argument(flag_of(spec), nargs="?", const=1, type=int, default=None, dest=spec.name,
+                               metavar="K", help="take the output size from input image 1, or from image K")
+        else:
+            group.add_argument(flag_of(spec), type=kind, default=None, dest=spec.name, choices=meta["choices"],
+                               help=text)
+
+
+def settings_from_args(args: argparse.Namespace, defaults: GenerationSettings) -> GenerationSettings:
+    given = {spec.name: getattr(args, spec.name) for spec in setting_fields()
+             if getattr(args, spec.name, None) is not None}
+    return defaults.replace(**given)
 
 
 def add_generate_parser(subparsers) -> None:
     p = subparsers.add_parser("generate", help="generate an image from a prompt and optional input images")
     p.add_argument("--model", default=None, help="model folder or Hugging Face repo id (default: the embedded model)")
-    p.add_argument("--prompt", required=True, help="text with <img><|image_k|></img> where image k goes")
+    p.add_argument("--prompt", help="text with <img><|image_k|></img> where image k goes")
     p.add_argument("--image", action="append", default=[], help="input image k, in order (repeat the flag)")
     p.add_argument("--out", default="out.png", help="output PNG; with several images: out-0.png, out-1.png, ...")
-    p.add_argument("--height", type=int)
-    p.add_argument("--width", type=int)
-    p.add_argument("--steps", type=int, default=50, dest="num_inference_steps")
-    p.add_argument("--guidance-scale", type=float, default=2.5)
-    p.add_argument("--img-guidance-scale", type=float, default=1.6)
-    p.add_argument("--negative-prompt", default=None)
-    p.add_argument("--seed", type=int)
-    p.add_argument("--num-images", type=int, default=1, dest="num_images_per_prompt")
-    p.add_argument("--use-input-image-size-as-output", nargs="?", const=True, default=False, type=int,
-                   help="take the output size from input image 1, or from image K when given")
-    p.add_argument("--max-input-image-size", type=int, default=1024)
-    p.add_argument("--cfg-mode", choices=["batched", "separate"], default="batched")
-    p.add_argument("--no-kv-cache", action="store_false", dest="use_kv_cache")
-    p.add_argument("--offload", choices=["model", "sequential"])
-    p.add_argument("--offload-kv-cache", action="store_true")
-    p.add_argument("--time-shift", type=float, default=1.0)
+    p.add_argument("--offload", choices=["model", "sequential"], help="keep the model in CPU memory and move "
+                   "each part ('model') or layer ('sequential') to the GPU only while it runs")
     p.add_argument("--lora", action="append", default=[], help="adapter folder, optionally PATH:SCALE")
     p.add_argument("--device", default=None)
     p.add_argument("--dtype", default=None, choices=["auto", "float32", "bfloat16", "float16"])
+    p.add_argument("--show-settings", action="store_true", help="print the settings this model uses and exit")
+    add_settings_arguments(p)
     p.set_defaults(func=run_generate)
+
+
+def lora_spec(spec: str) -> tuple[str, float]:
+    """PATH or PATH:SCALE (a Windows drive letter or a folder name with ':' stays part of the path)."""
+    path, _, scale = spec.rpartition(":")
+    try:
+        return (path, float(scale)) if path else (spec, 1.0)
+    except ValueError:
+        return spec, 1.0
 
 
 def run_generate(args) -> int:
     from .pipeline import OmniGenPipeline
-    from .png import save_png
 
-    pipe = OmniGenPipeline.from_pretrained(args.model, device=args.device, dtype=args.dtype)
+    if not args.prompt and not args.show_settings:
+        raise ValueError("--prompt is required: the text of the request, with <img><|image_k|></img> per image")
+    pipe = OmniGenPipeline.from_pretrained(args.model, device=args.device, dtype=args.dtype, offload=args.offload)
+    settings = pipe.settings(settings_from_args(args, pipe.default_settings))
+    if args.show_settings:
+        print(json.dumps(settings.as_dict(), indent=2))
+        return 0
     for spec in args.lora:
-        path, _, scale = spec.rpartition(":") if spec.rpartition(":")[2].replace(".", "", 1).isdigit() else (spec, "", "1")
-        pipe.load_lora(path, scale=float(scale))
-    kwargs = {k: getattr(args, k) for k in (
-        "height", "width", "num_inference_steps", "guidance_scale", "img_guidance_scale", "seed",
-        "num_images_per_prompt", "use_input_image_size_as_output", "max_input_image_size", "cfg_mode",
-        "use_kv_cache", "offload", "offload_kv_cache", "time_shift")}
-    if args.negative_prompt is not None:
-        kwargs["negative_prompt"] = args.negative_prompt
-    out = pipe(args.prompt, args.image or None, **kwargs)
+        path, scale = lora_spec(spec)
+        pipe.load_lora(path, scale=scale)
+    out = pipe(args.prompt, args.image or None, settings)
     target = Path(args.out)
-    for i, (image, settings) in enumerate(zip(out.images, out.settings)):
+    for i, record in enumerate(out.settings):
         path = target if len(out.images) == 1 else target.with_name(f"{target.stem}-{i}{target.suffix or '.png'}")
-        save_png(image, path, settings)
-        print(f"{path}  {json.dumps({'seed': settings['seed'], 'size': [settings['width'], settings['height']]})}")
+        out.save(path, i)
+        print(f"{path}  {json.dumps({'seed': record['seed'], 'size': [record['width'], record['height']]})}")
     return 0
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m omnigen", description="OmniGen from the command line")
+    parser = argparse.ArgumentParser(prog="omnigen", description="OmniGen from the command line")
     subparsers = parser.add_subparsers(dest="command", required=True)
     add_generate_parser(subparsers)
     try:
@@ -75,6 +109,8 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+
+
 
 
 if __name__ == "__main__":

@@ -18,12 +18,15 @@ from tqdm.auto import tqdm
 
 from . import vae as vae_io
 from .model import OmniGen
-from .processor import DEFAULT_NEGATIVE_PROMPT, OmniGenProcessor, PromptBranches, collate
+from .processor import OmniGenProcessor, PromptBranches, collate
 from .sampler import ConditionBatch, StepCallback, denoise, get_schedule
+from .settings import GenerationSettings, model_defaults
 from .weights import load_config, load_transformer, resolve_model_dir
 
 DEFAULT_MODEL = Path(__file__).resolve().parent.parent / "assets" / "omnigen-mini"
 OUTPUT_TYPES = ("pil", "np", "pt", "latent")
+OFFLOAD_MODES = (None, "model", "sequential")
+NOT_RECORDED = ("num_images_per_prompt", "offload_kv_cache")  # how many and where, not what
 
 
 def default_model() -> str:
@@ -68,23 +71,32 @@ def keep_fragile_parts_in_fp32(model: OmniGen) -> None:
 @dataclass
 class OmniGenOutput:
     images: list[Any]
-    settings: list[dict] = field(default_factory=list)
+    settings: list[dict] = field(default_factory=list)  # per image: what made it (see OmniGenPipeline.record)
+
+    def save(self, path: str | os.PathLike, index: int = 0) -> Path:
+        """Write image `index` as a PNG that carries its settings (the same file the CLI and studio write)."""
+        from .png import save_png
+
+        return save_png(self.images[index], path, self.settings[index])
 
 
 class OmniGenPipeline:
     """Generation from interleaved text-and-image prompts with one OmniGen model folder."""
 
     def __init__(self, transformer: OmniGen, vae, processor: OmniGenProcessor, device: torch.device,
-                 dtype: torch.dtype, model_id: str = ""):
+                 dtype: torch.dtype, model_id: str = "", default_settings: GenerationSettings | None = None):
         self.transformer, self.vae, self.processor = transformer, vae, processor
         self.device, self.dtype, self.model_id = device, dtype, model_id
+        native = transformer.config.native_image_size
+        # What a call uses for every setting it does not give: the library's, the model's size and its folder's.
+        self.default_settings = default_settings or model_defaults(None, native, transformer.config.extra)
         self.offload: str | None = None
         self.progress_bar_config: dict = {}
         self.loras: dict[str, float] = {}
 
     @classmethod
     def from_pretrained(cls, path_or_repo_id: str | os.PathLike | None = None, device=None, dtype=None,
-                        ) -> "OmniGenPipeline":
+                        offload: str | None = None) -> "OmniGenPipeline":
         """Load a model folder (official or diffusers layout) or a Hub repo id; the embedded model by default."""
         model_id = os.fspath(path_or_repo_id) if path_or_repo_id is not None else default_model()
         model_dir = resolve_model_dir(model_id)
@@ -100,7 +112,10 @@ class OmniGenPipeline:
             raise ValueError(f"{model_dir}: the VAE has {vae.config.latent_channels} latent channels but the "
                              f"transformer expects {config.in_channels}")
         processor = OmniGenProcessor.from_pretrained(model_dir)
-        return cls(transformer, vae, processor, device, dtype, model_id=model_id)
+        defaults = model_defaults(model_dir, config.native_image_size, config.extra)
+        pipe = cls(transformer, vae, processor, device, dtype, model_id=model_id, default_settings=defaults)
+        pipe.set_offload(offload)
+        return pipe
 
     @property
     def native_size(self) -> int:
@@ -142,76 +157,89 @@ class OmniGenPipeline:
         from . import lora
         lora.unmerge_lora(self.transformer)
 
-    def __call__(self, prompt: str | Sequence, input_images: Sequence | None = None, *, height: int | None = None,
-                 width: int | None = None, num_inference_steps: int = 50, guidance_scale: float = 2.5,
-                 img_guidance_scale: float = 1.6, negative_prompt: str = DEFAULT_NEGATIVE_PROMPT,
-                 seed: int | torch.Generator | None = None, latents: torch.Tensor | None = None,
-                 num_images_per_prompt: int = 1, use_input_image_size_as_output: bool | int = False,
-                 max_input_image_size: int | None = None, cfg_mode: str = "batched", use_kv_cache: bool = True,
-                 offload: str | None = None, offload_kv_cache: bool = False, time_shift: float = 1.0,
+    @property
+    def max_image_side(self) -> int:
+        """The largest image side the model can draw or read: its position table times 16 pixels per patch."""
+        return self.transformer.config.pos_embed_max_size * self.transformer.config.patch_size * 8
+
+    def settings(self, settings: GenerationSettings | None = None, **changes: Any) -> GenerationSettings:
+        """`settings` (the model's defaults when None) with `changes`, checked against this model."""
+        return (settings or self.default_settings).replace(**changes).check(self.max_image_side)
+
+    def set_offload(self, mode: str | None) -> None:
+        """None, 'model' (only the running part on the accelerator) or 'sequential' (layers streamed one by one).
+        A pipeline-wide choice, made between calls: concurrent calls share one placement of the modules."""
+        if mode not in OFFLOAD_MODES:
+            raise ValueError(f"offload must be one of none, model, sequential; got {mode!r}")
+        self.offload = mode
+        self.place_for("idle")
+
+    def __call__(self, prompt: str | Sequence, input_images: Sequence | None = None,
+                 settings: GenerationSettings | None = None, *, latents: torch.Tensor | None = None,
                  callback: StepCallback | None = None, output_type: str = "pil", progress: bool = True,
-                 ) -> OmniGenOutput:
+                 **changes: Any) -> OmniGenOutput:
         """Generate one or more images. `prompt` is a string, an interleaved list of str/PIL parts, or a list
-        of either; `input_images` gives one list of images per prompt (or one list for a single prompt)."""
-        check_settings(num_inference_steps, num_images_per_prompt, cfg_mode, output_type, offload)
-        height = height or self.native_size
-        if max_input_image_size is None:  # a folder may state its own (the embedded model: its native size)
-            max_input_image_size = self.transformer.config.extra.get("max_input_image_size", 1024)
-        width = width or self.native_size
-        requests = self.processor(prompt, input_images, height=height, width=width, negative_prompt=negative_prompt,
-                                  use_img_guidance=img_guidance_scale != 1.0 or guidance_scale != 1.0,
-                                  use_input_image_size_as_output=use_input_image_size_as_output,
-                                  max_input_image_size=max_input_image_size)
-        jobs = [(i, r) for i, r in enumerate(requests) for _ in range(num_images_per_prompt)]
-        seeds = image_seeds(seed, len(jobs))
+        of either; `input_images` gives one list of images per prompt (or one list for a single prompt).
+        `settings` (default: the model's, see `default_settings`) and keyword changes to it, such as
+        `seed=0, num_inference_steps=30`, say how: see omnigen.settings.GenerationSettings."""
+        generator = changes.pop("seed") if isinstance(changes.get("seed"), torch.Generator) else None
+        s = self.settings(settings, **changes)
+        if output_type not in OUTPUT_TYPES:
+            raise ValueError(f"output_type must be one of {', '.join(OUTPUT_TYPES)}, got {output_type!r}")
+        requests = self.processor(prompt, input_images, height=s.height, width=s.width,
+                                  negative_prompt=s.negative_prompt,
+                                  use_img_guidance=s.use_img_guidance and (s.img_guidance_scale != 1.0
+                                                                           or s.guidance_scale != 1.0),
+                                  use_input_image_size_as_output=s.use_input_image_size_as_output or False,
+                                  max_input_image_size=s.max_input_image_size)
+        jobs = [(i, r) for i, r in enumerate(requests) for _ in range(s.num_images_per_prompt)]
+        seeds = [None] * len(jobs) if generator is not None else image_seeds(s.seed, len(jobs))
         if latents is not None and latents.shape[0] != len(jobs):
             raise ValueError(f"latents has {latents.shape[0]} rows for {len(jobs)} images")
         results: list[Any] = [None] * len(jobs)
-        bar = tqdm(total=len(jobs) * num_inference_steps, **{"disable": not progress, **self.progress_bar_config})
-        self.offload = offload
+        bar = tqdm(total=len(jobs) * s.num_inference_steps, **{"disable": not progress, **self.progress_bar_config})
         try:
             for group in group_jobs(jobs):
                 noise = None if latents is None else latents[group]
-                out = self.generate_group([jobs[j][1] for j in group], [seeds[j] for j in group], noise,
-                                          num_inference_steps, guidance_scale, img_guidance_scale, cfg_mode,
-                                          use_kv_cache, offload_kv_cache, time_shift, callback, bar, seed)
+                out = self.generate_group([jobs[j][1] for j in group], [seeds[j] for j in group], noise, s,
+                                          callback, bar, generator)
                 for j, image in zip(group, self.postprocess(out, output_type)):
                     results[j] = image
         finally:
             bar.close()
             self.place_for("idle")
-        settings = [dict(prompt=r.prompt, negative_prompt=negative_prompt,
-                         num_input_images=len(r.cond.images), height=r.height, width=r.width,
-                         num_inference_steps=num_inference_steps, guidance_scale=guidance_scale,
-                         img_guidance_scale=img_guidance_scale, seed=seeds[j],
-                         max_input_image_size=max_input_image_size,
-                         use_input_image_size_as_output=use_input_image_size_as_output, cfg_mode=cfg_mode,
-                         use_kv_cache=use_kv_cache, time_shift=time_shift, model=self.model_id,
-                         device=str(self.device), dtype=str(self.dtype).replace("torch.", ""),
-                         loras=dict(self.loras))
-                    for j, (i, r) in enumerate(jobs)]
-        return OmniGenOutput(images=results, settings=settings)
+        records = [self.record(s, r, seeds[j]) for j, (_, r) in enumerate(jobs)]
+        return OmniGenOutput(images=results, settings=records)
 
-    def generate_group(self, requests: list[PromptBranches], seeds: list[int | None], noise, steps: int,
-                       guidance_scale: float, img_guidance_scale: float, cfg_mode: str, use_kv_cache: bool,
-                       offload_kv_cache: bool, time_shift: float, callback, bar, seed) -> torch.Tensor:
+    def record(self, s: GenerationSettings, request: PromptBranches, seed: int | None) -> dict[str, Any]:
+        """What made one image: its prompt, settings, seed, model and adapters (stored in its PNG)."""
+        kept = {k: v for k, v in s.to_kwargs().items() if k not in NOT_RECORDED}
+        return dict(kept, prompt=request.prompt, num_input_images=len(request.cond.images), height=request.height,
+                    width=request.width, seed=seed, use_input_image_size_as_output=s.use_input_image_size_as_output
+                    or False, model=self.model_id, device=str(self.device),
+                    dtype=str(self.dtype).replace("torch.", ""), loras=dict(self.loras), offload=self.offload)
+
+    def generate_group(self, requests: list[PromptBranches], seeds: list[int | None], noise,
+                       s: GenerationSettings, callback, bar, generator: torch.Generator | None = None,
+                       ) -> torch.Tensor:
         """Sample images that share an output size and a guidance layout."""
         first = requests[0]
-        branches = guidance_branches(first, guidance_scale, img_guidance_scale)
+        branches = guidance_branches(first, s.guidance_scale, s.img_guidance_scale)
         if noise is None:
             noise = initial_noise(len(requests), self.transformer.config.in_channels, first.height // 8,
-                                  first.width // 8, seeds, seed if isinstance(seed, torch.Generator) else None)
+                                  first.width // 8, seeds, generator)
         self.place_for("vae")
         rows = branch_rows(requests, branches)
         n = len(requests)
-        layout = [rows] if cfg_mode == "batched" else [rows[k * n:(k + 1) * n] for k in range(branches)]
+        layout = [rows] if s.cfg_mode == "batched" else [rows[k * n:(k + 1) * n] for k in range(branches)]
         tokens = (first.height // 16) * (first.width // 16)
         batches = [self.condition_batch(part, tokens) for part in layout]
         self.place_for("transformer")
         with torch.inference_mode():
-            return denoise(self.transformer, noise.to(self.device), batches, get_schedule(steps, time_shift),
-                           branches, guidance_scale, img_guidance_scale, use_kv_cache,
-                           offload_kv_cache and self.device.type == "cuda", callback, bar)
+            return denoise(self.transformer, noise.to(self.device), batches,
+                           get_schedule(s.num_inference_steps, s.time_shift), branches, s.guidance_scale,
+                           s.img_guidance_scale, s.use_kv_cache, s.offload_kv_cache and self.device.type == "cuda",
+                           callback, bar)
 
     @torch.inference_mode()
     def condition_batch(self, prompts, num_output_tokens: int) -> ConditionBatch:
@@ -257,19 +285,6 @@ class OmniGenPipeline:
             torch.cuda.empty_cache()
 
 
-def check_settings(steps: int, per_prompt: int, cfg_mode: str, output_type: str, offload) -> None:
-    if not isinstance(steps, int) or steps < 1:
-        raise ValueError(f"num_inference_steps must be a positive whole number, got {steps!r}")
-    if not isinstance(per_prompt, int) or per_prompt < 1:
-        raise ValueError(f"num_images_per_prompt must be at least 1, got {per_prompt!r}")
-    if cfg_mode not in ("batched", "separate"):
-        raise ValueError(f"cfg_mode must be 'batched' or 'separate', got {cfg_mode!r}")
-    if output_type not in OUTPUT_TYPES:
-        raise ValueError(f"output_type must be one of {', '.join(OUTPUT_TYPES)}, got {output_type!r}")
-    if offload not in (None, "model", "sequential"):
-        raise ValueError(f"offload must be None, 'model' or 'sequential', got {offload!r}")
-
-
 def guidance_branches(request: PromptBranches, guidance_scale: float, img_guidance_scale: float) -> int:
     """1 (no guidance needed), 2 (text guidance) or 3 (text and image guidance)."""
     if request.img_cond is not None:
@@ -297,8 +312,6 @@ def group_jobs(jobs: list[tuple[int, PromptBranches]]) -> list[list[int]]:
 
 def image_seeds(seed, count: int) -> list[int | None]:
     """One seed per image: seed, seed+1, ...; a fresh random seed when none is given."""
-    if isinstance(seed, torch.Generator):
-        return [None] * count
     if seed is None:
         seed = random.SystemRandom().randrange(2**31)
     if not isinstance(seed, int) or seed < 0:

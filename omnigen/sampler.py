@@ -22,7 +22,9 @@ class NonFiniteLatents(RuntimeError):
     """Raised when the latents stop being finite numbers (an unstable dtype, mostly)."""
 
 
-StepCallback = Callable[[int, int, torch.Tensor], object]
+# callback(step, total, latents, estimate): after each step, the latents and the estimate of the final
+# latents they are heading for (x + (1 - t) * v, what a live preview decodes); returning False cancels.
+StepCallback = Callable[[int, int, torch.Tensor, torch.Tensor], object]
 
 
 def get_schedule(num_steps: int, shift: float = 1.0) -> list[float]:
@@ -122,13 +124,14 @@ def denoise(model, latents: torch.Tensor, batches: list[ConditionBatch], timeste
     for step, (t, t_next) in enumerate(zip(timesteps[:-1], timesteps[1:])):
         x = latents.repeat(branches, 1, 1, 1).to(model.dtype)
         v = velocity(model, x, t, batches, caches, use_kv_cache, offload_cache).float()
-        latents = latents + (t_next - t) * combine_guidance(v, branches, guidance_scale, img_guidance_scale)
+        guided = combine_guidance(v, branches, guidance_scale, img_guidance_scale)
+        latents = latents + (t_next - t) * guided
         if not torch.isfinite(latents).all():
             raise NonFiniteLatents(
                 f"the latents stopped being finite at step {step + 1}/{total}: the model's numbers overflowed. "
                 "Use dtype='float32' or 'bfloat16' instead of 'float16', or lower guidance_scale.")
         if progress is not None:
             progress.update(1)
-        if callback is not None and callback(step + 1, total, latents) is False:
+        if callback is not None and callback(step + 1, total, latents, latents + (1.0 - t_next) * guided) is False:
             raise GenerationCancelled(f"generation cancelled after step {step + 1} of {total}")
     return latents

@@ -92,16 +92,15 @@ def test_an_edit_with_an_uploaded_image_takes_its_size_and_reproduces(client, re
     assert np.array_equal(pixels(again), pixels(path))
 
 
-def test_the_copy_as_python_snippet_remakes_the_image(client, scene):
+def test_the_copy_as_python_snippet_remakes_the_png_byte_for_byte(client, scene, tmp_path, monkeypatch):
     prompt = "<img><|image_1|></img> remove the blue square"
     result = client.predict(prompt, image_1=handle_file(str(scene)), use_input_image_size_as_output=1,
                             num_inference_steps=STEPS, seed=9, api_name="/generate")
     path = first_image(result)
     code = python_snippet(read_settings(path), [str(scene)])
-    namespace: dict = {}
-    exec(compile(code.replace("out.images[0].save('result.png')", "made = out.images[0]"), "snippet", "exec"),
-         namespace)
-    assert np.array_equal(pixels(namespace["made"]), pixels(path))
+    monkeypatch.chdir(tmp_path)
+    exec(compile(code, "snippet", "exec"), {})
+    assert (tmp_path / "result.png").read_bytes() == path.read_bytes()  # pixels and settings alike
 
 
 def test_four_clients_at_once_each_get_their_own_result(server, reference_pipe):
@@ -187,41 +186,47 @@ def test_a_cancelled_run_stops_within_a_step_and_saves_nothing(client, server):
 # ----------------------------------------------------------------------------- the engine's own arithmetic
 
 
-def test_the_preview_is_the_estimate_of_the_final_image():
+def test_the_step_callback_gets_the_estimate_of_the_final_image():
+    """The live preview decodes what the sampler's callback hands over: x + (1 - t) * v, the end of the path
+    if the velocity stayed as it is. With a constant velocity field that is the exact final latent."""
     import torch
 
-    from app.engine import PreviewDecoder
-    from omnigen.sampler import get_schedule
+    from omnigen.sampler import denoise, get_schedule
 
-    schedule = get_schedule(8, shift=3.0)
-    start, velocity = torch.randn(1, 4, 8, 8), torch.randn(1, 4, 8, 8)
-    decoder = PreviewDecoder(schedule, every=2, decode=lambda z: [z])
-    shown = {}
-    for step in range(1, 9):  # a constant velocity: the Euler path ends at start + velocity
-        latents = start + schedule[step] * velocity
-        preview = decoder(step, latents)
-        if preview is not None:
-            shown[step] = preview
-    assert sorted(shown) == [2, 4, 6, 8]  # every 2 steps and the last; none at step 1 (no previous latents)
-    for preview in shown.values():
-        assert torch.allclose(preview, start + velocity, atol=1e-5)
+    start, field = torch.randn(1, 4, 8, 8), torch.randn(1, 4, 8, 8)
+
+    class ConstantVelocity(torch.nn.Module):
+        dtype = torch.float32
+
+        def forward(self, x, timestep, **kwargs):
+            return field.expand_as(x), None
+
+    batch = type("Batch", (), {"rows": 1, "model_kwargs": lambda self: {}})()
+    estimates = {}
+    end = denoise(ConstantVelocity(), start, [batch], get_schedule(8, shift=3.0), 1, 2.5, 1.6, use_kv_cache=False,
+                  callback=lambda step, total, latents, estimate: estimates.setdefault(step, estimate))
+    assert sorted(estimates) == list(range(1, 9)) and torch.allclose(end, start + field, atol=1e-5)
+    for estimate in estimates.values():
+        assert torch.allclose(estimate, start + field, atol=1e-5)
 
 
 def test_the_gpu_reservation_grows_with_the_job_and_stays_bounded(scene):
     from app.engine import GenerationJob, estimate_gpu_seconds
+    from omnigen.settings import GenerationSettings
 
-    small = GenerationJob("x", [], dict(num_inference_steps=10, height=256, width=256))
-    large = GenerationJob("x", [str(scene)], dict(num_inference_steps=50, height=1024, width=1024,
-                                                  num_images_per_prompt=4))
+    small = GenerationJob("x", [], GenerationSettings(num_inference_steps=10, height=256, width=256))
+    large = GenerationJob("x", [str(scene)], GenerationSettings(num_inference_steps=50, height=1024, width=1024,
+                                                                num_images_per_prompt=4))
     assert 20 <= estimate_gpu_seconds(small) < estimate_gpu_seconds(large) <= 300
 
 
 def test_out_of_memory_names_the_settings_to_lower():
-    from app.engine import GenerationJob, user_message
+    from omnigen.errors import user_message
+    from omnigen.settings import GenerationSettings
 
-    job = GenerationJob("x", ["a.png"], dict(width=1024, height=1024, max_input_image_size=1024,
-                                             num_images_per_prompt=2, cfg_mode="batched", offload=None))
-    message = user_message(RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB"), job)
+    settings = GenerationSettings(width=1024, height=1024, max_input_image_size=1024, num_images_per_prompt=2,
+                                  cfg_mode="batched")
+    message = user_message(RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB"), settings, 1, None)
     for hint in ("1024x1024", "max input image size", "number of images", "separate", "offload"):
         assert hint in message
     assert "Tried to allocate" not in message

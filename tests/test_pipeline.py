@@ -95,7 +95,7 @@ def test_output_size_from_input_image(tiny_pipe):
 def test_callback_cancels_within_one_step(tiny_pipe):
     seen = []
 
-    def stop_after_two(step, total, latents):
+    def stop_after_two(step, total, latents, estimate):
         seen.append(step)
         return step < 2
 

@@ -12,7 +12,9 @@ import torch
 from PIL import Image
 
 from app import train_data, train_tab
-from app.engine import FailedEvent, GenerationJob, PipelineBusy, PipelineUse, Studio, job_events, set_studio
+from app.engine import FailedEvent, GenerationJob, Studio, job_events, set_studio
+from app.jobs import LiveState, PipelineBusy, PipelineUse
+from omnigen.settings import GenerationSettings
 from app.main import studio_tabs
 from omnigen.training import DatasetError
 
@@ -163,7 +165,7 @@ def tiny_settings(steps: int) -> dict:
 
 def run_to_end(studio, rows, settings, resume=False, stop_at=None):
     dataset, config = train_tab.prepare_run(studio, rows, settings, resume)
-    run = train_tab.claim_run("session", config.lora.name)
+    run = studio.live.claim_training("session", config.lora.name)
     view = train_tab.TrainingView(config.steps, config.lora.name)
     try:
         for event in train_tab.training_events(studio, dataset, config, run):
@@ -172,7 +174,7 @@ def run_to_end(studio, rows, settings, resume=False, stop_at=None):
             if stop_at is not None and view.step >= stop_at:
                 run.stop.set()
     finally:
-        train_tab.release_run(run)
+        studio.live.release_training(run)
     return view, Path(config.out_dir)
 
 
@@ -182,7 +184,7 @@ def test_a_stopped_run_keeps_its_adapter_and_resume_continues_it(studio, picture
     assert view.finished and view.stopped and view.step < 6
     assert Path(view.adapter) == run_dir / "adapter" and (run_dir / "adapter" / "adapter_config.json").is_file()
     assert train_tab.newest_run_folder(studio.output_dir, "tiny") == run_dir
-    assert studio.pipe.loras == {} and studio.use.exclusive is None  # the pipeline is given back as it was
+    assert studio.pipe.loras == {} and studio.live.use.exclusive is None  # the pipeline is given back as it was
 
     resumed, resumed_dir = run_to_end(studio, rows, tiny_settings(6), resume=True)
     assert resumed_dir == run_dir and resumed.finished and not resumed.stopped and resumed.step == 6
@@ -211,13 +213,16 @@ def test_bad_rows_are_listed_by_row_before_anything_runs(studio, pictures):
 
 
 def test_one_training_at_a_time():
-    run = train_tab.claim_run("a", "first")
+    live = LiveState()
+    run = live.claim_training("a", "first")
     try:
-        with pytest.raises(Exception, match="already running"):
-            train_tab.claim_run("b", "second")
+        with pytest.raises(PipelineBusy, match="already running"):
+            live.claim_training("b", "second")
+        assert "another page" in live.stop_training("b") and not run.stop.is_set()
+        assert "Stopping `first`" in live.stop_training("a") and run.stop.is_set()
     finally:
-        train_tab.release_run(run)
-    train_tab.release_run(train_tab.claim_run("b", "second"))
+        live.release_training(run)
+    live.release_training(live.claim_training("b", "second"))
 
 
 # ----------------------------------------------------------------------------- generation and training
@@ -239,12 +244,12 @@ def test_the_pipeline_is_shared_by_generations_or_held_by_one_training():
 
 def test_a_generation_during_a_training_is_refused_with_a_message(studio):
     set_studio(studio)
-    job = GenerationJob("a red square", [], dict(height=32, width=32, num_inference_steps=1, seed=0))
-    with studio.use.exclusively("training the LoRA 'x'"):
+    job = GenerationJob("a red square", [], GenerationSettings(height=32, width=32, num_inference_steps=1, seed=0))
+    with studio.live.use.exclusively("training the LoRA 'x'"):
         events = list(job_events(job))
     assert len(events) == 1 and isinstance(events[0], FailedEvent)
     assert "busy training the LoRA 'x'" in events[0].message
-    assert studio.use.generations == 0
+    assert studio.live.use.generations == 0
 
 
 def test_the_train_tab_is_on_by_default_and_can_be_switched_off(monkeypatch):

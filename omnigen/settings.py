@@ -1,0 +1,249 @@
+"""The generation settings: the one place that says each setting's name, type, default, range and meaning.
+
+    settings = GenerationSettings(num_inference_steps=30, seed=0)          # the library's defaults otherwise
+    settings = pipe.default_settings.replace(seed=0)                        # the model folder's defaults
+    settings = GenerationSettings.from_record(read_settings("result.png"))  # what made a picture
+
+Everything else is derived from the fields below: the pipeline's keyword arguments, the CLI's flags
+(omnigen/cli.py), the studio's settings panel and API parameters (app/), the copy-as-Python snippet and
+the record stored in every PNG. A model folder may state its own defaults (see `model_defaults`); where it
+states nothing the official OmniGen-v1 defaults hold.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+PATCH_PIXELS = 16  # one token slot per 16x16 pixels: VAE factor 8 times patch size 2
+GENERATION_CONFIG = "generation_config.json"  # a model folder's own defaults (transformers' file name)
+
+# The official OmniGen-v1 pipeline's negative prompt (OmniGen/pipeline.py), used where a folder states none.
+OMNIGEN_V1_NEGATIVE_PROMPT = (
+    "low quality, jpeg artifacts, ugly, duplicate, morbid, mutilated, extra fingers, mutated hands, poorly drawn "
+    "hands, poorly drawn face, mutation, deformed, blurry, dehydrated, bad anatomy, bad proportions, extra limbs, "
+    "cloned face, disfigured, gross proportions, malformed limbs, missing arms, missing legs, extra arms, extra "
+    "legs, fused fingers, too many fingers."
+)
+
+
+def _setting(default: Any, label: str, help: str, *, minimum: float | None = None, maximum: float | None = None,
+             choices: tuple | None = None, multiple_of: int | None = None, flag: str | None = None,
+             ui: tuple[float, float, float] | None = None, reproduces: bool = True, model_default: bool = False,
+             nullable: bool = False) -> Any:
+    """A dataclass field with what a CLI, a form and a validator need to know about it.
+
+    ui: (low, high, step) of a slider, when the useful range is narrower than the valid one.
+    reproduces: part of what decides the pixels (kept in the copy-as-Python snippet).
+    model_default: a model folder may state its own default.
+    """
+    meta = dict(label=label, help=help, minimum=minimum, maximum=maximum, choices=choices, multiple_of=multiple_of,
+                flag=flag, ui=ui, reproduces=reproduces, model_default=model_default, nullable=nullable)
+    return field(default=default, metadata=meta)
+
+
+@dataclass(frozen=True)
+class GenerationSettings:
+    """Every setting of one generation call. Frozen: change one with `.replace(name=value)`."""
+
+    height: int = _setting(1024, "Height", "output height in pixels, a multiple of 16", minimum=16,
+                           multiple_of=PATCH_PIXELS, model_default=True)
+    width: int = _setting(1024, "Width", "output width in pixels, a multiple of 16", minimum=16,
+                          multiple_of=PATCH_PIXELS, model_default=True)
+    num_inference_steps: int = _setting(50, "Steps", "denoising steps", minimum=1, maximum=1000, flag="--steps",
+                                        ui=(1, 100, 1), model_default=True)
+    guidance_scale: float = _setting(2.5, "Guidance (text)", "how strongly the image follows the prompt",
+                                     minimum=0.0, maximum=100.0, ui=(1.0, 5.0, 0.1), model_default=True)
+    img_guidance_scale: float = _setting(1.6, "Image guidance", "how strongly the image follows the input images",
+                                         minimum=0.0, maximum=100.0, ui=(1.0, 3.0, 0.1), model_default=True)
+    use_img_guidance: bool = _setting(True, "Image guidance branch", "guide against an image-only branch when there "
+                                      "are input images (off: two branches, as the official use_img_guidance="
+                                      "False)", flag="--no-img-guidance", model_default=True)
+    negative_prompt: str = _setting(OMNIGEN_V1_NEGATIVE_PROMPT, "Negative prompt",
+                                    "what the unconditional branch says", model_default=True)
+    seed: int | None = _setting(None, "Seed", "seed of the first image (the next ones take seed+1, ...); none: "
+                                "a random one, recorded", minimum=0, maximum=2**63 - 1, nullable=True)
+    num_images_per_prompt: int = _setting(1, "Number of images", "images per prompt", minimum=1, maximum=64,
+                                          flag="--num-images", ui=(1, 4, 1), reproduces=False)
+    use_input_image_size_as_output: int = _setting(
+        0, "Output size", "0: height x width; k: the size of input image k (True means 1)", minimum=0,
+        flag="--use-input-image-size-as-output")
+    max_input_image_size: int = _setting(1024, "Max input image size", "input images are scaled down so their "
+                                         "longer side is at most this, a multiple of 16", minimum=16,
+                                         multiple_of=PATCH_PIXELS, model_default=True)
+    cfg_mode: str = _setting("batched", "Guidance mode", "batched: all guidance branches in one forward; "
+                             "separate: one at a time (less memory, same result)", choices=("batched", "separate"))
+    use_kv_cache: bool = _setting(True, "KV cache", "compute the condition's keys and values once",
+                                  flag="--no-kv-cache")
+    offload_kv_cache: bool = _setting(False, "Offload KV cache", "keep the KV cache in CPU memory (CUDA only)",
+                                      reproduces=False)
+    time_shift: float = _setting(1.0, "Time shift", "schedule warp t' = t / (t + s - s*t); 1: uniform",
+                                 minimum=1e-3, maximum=100.0, model_default=True)
+
+    def __post_init__(self) -> None:
+        if self.use_input_image_size_as_output is True:  # the official API's boolean means image 1
+            object.__setattr__(self, "use_input_image_size_as_output", 1)
+        elif self.use_input_image_size_as_output is False or self.use_input_image_size_as_output is None:
+            object.__setattr__(self, "use_input_image_size_as_output", 0)
+
+    def replace(self, **changes: Any) -> "GenerationSettings":
+        """A copy with some settings changed; an unknown name is refused with the known ones."""
+        unknown = sorted(set(changes) - set(setting_names()))
+        if unknown:
+            raise ValueError(f"unknown setting(s) {', '.join(unknown)}; the settings are {', '.join(setting_names())}")
+        return dataclasses.replace(self, **changes)
+
+    def check(self, max_side: int | None = None) -> "GenerationSettings":
+        """Refuse any setting of the wrong type or out of range, naming it and what it may be; `max_side`: the
+        largest image side the model can draw (its position table). Returns self, so calls chain."""
+        for spec in fields(self):
+            check_value(spec, getattr(self, spec.name))
+        if max_side is not None:
+            for name in ("height", "width"):
+                value = getattr(self, name)
+                if value > max_side:
+                    raise ValueError(f"{name} {value} is larger than this model can draw ({max_side} pixels, the size "
+                                     f"of its position table); use at most {max_side}")
+        return self
+
+    def as_dict(self) -> dict[str, Any]:
+        return {spec.name: getattr(self, spec.name) for spec in fields(self)}
+
+    def to_kwargs(self, only_reproducing: bool = False) -> dict[str, Any]:
+        """Pipeline keyword arguments; `only_reproducing`: just those that decide the pixels."""
+        return {spec.name: getattr(self, spec.name) for spec in fields(self)
+                if spec.metadata["reproduces"] or not only_reproducing}
+
+    @classmethod
+    def from_record(cls, record: dict[str, Any], base: "GenerationSettings | None" = None) -> "GenerationSettings":
+        """The settings in a PNG's record (see `record`) or any dict; names it does not know are ignored."""
+        known = {name: record[name] for name in setting_names() if name in record}
+        return (base or cls()).replace(**known)
+
+
+def setting_names() -> tuple[str, ...]:
+    return tuple(spec.name for spec in fields(GenerationSettings))
+
+
+def setting_fields() -> tuple[dataclasses.Field, ...]:
+    """The settings' dataclass fields; each one's `metadata` holds label, help, range, choices, flag, ui."""
+    return fields(GenerationSettings)
+
+
+def setting_field(name: str) -> dataclasses.Field:
+    return next(spec for spec in fields(GenerationSettings) if spec.name == name)
+
+
+def value_type(spec: dataclasses.Field) -> type:
+    """int, float, str or bool: the type a setting's values have (its annotation without None)."""
+    text = spec.type if isinstance(spec.type, str) else spec.type.__name__
+    return {"int": int, "float": float, "str": str, "bool": bool}[text.split("|")[0].strip()]
+
+
+def check_value(spec: dataclasses.Field, value: Any) -> None:
+    """Refuse a value of the wrong type or outside the setting's range, with what it may be."""
+    meta, name, kind = spec.metadata, spec.name, value_type(spec)
+    if value is None and meta["nullable"]:
+        return
+    if kind is bool:
+        if not isinstance(value, bool):
+            raise ValueError(f"{name} must be true or false, got {value!r}")
+        return
+    if kind is str:
+        if not isinstance(value, str):
+            raise ValueError(f"{name} must be text, got {type(value).__name__}")
+        if meta["choices"] and value not in meta["choices"]:
+            raise ValueError(f"{name} must be one of {', '.join(meta['choices'])}, got {value!r}")
+        return
+    if kind is int and (isinstance(value, bool) or not isinstance(value, int)):
+        raise ValueError(f"{name} must be a whole number, got {value!r}")
+    if kind is float and (isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value)):
+        raise ValueError(f"{name} must be a finite number, got {value!r}")
+    _check_range(name, value, meta)
+
+
+def _check_range(name: str, value: float, meta: Any) -> None:
+    low, high, step = meta["minimum"], meta["maximum"], meta["multiple_of"]
+    if low is not None and value < low or high is not None and value > high:
+        span = f"at least {low}" if high is None else f"between {low} and {high}"
+        raise ValueError(f"{name} must be {span}, got {value}")
+    if step and value % step:
+        lower, upper = value // step * step, value // step * step + step
+        options = f"{lower} or {upper}" if lower >= (low or step) else f"{upper}"
+        raise ValueError(f"{name} {value} is not a multiple of {step}; use {options}")
+
+
+def parse_value(name: str, text: Any) -> Any:
+    """A setting's value from text or a loosely typed value (a form, a query, JSON), checked."""
+    spec = setting_field(name)
+    kind = value_type(spec)
+    if text is None or (isinstance(text, str) and text.strip() in ("", "none", "None")) and spec.metadata["nullable"]:
+        value = None
+    elif kind is bool:
+        value = text if isinstance(text, bool) else str(text).strip().lower() in ("1", "true", "yes", "on")
+    elif kind is int:
+        value = _whole_number(name, text)
+    elif kind is float:
+        try:
+            value = float(text)
+        except (TypeError, ValueError):
+            raise ValueError(f"{name} must be a number, got {text!r}") from None
+    else:
+        value = str(text)
+    check_value(spec, value)
+    return value
+
+
+def _whole_number(name: str, text: Any) -> int:
+    if isinstance(text, bool):
+        return int(text)
+    try:
+        number = float(text) if not isinstance(text, int) else text
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be a whole number, got {text!r}") from None
+    if isinstance(number, float) and not number.is_integer():
+        raise ValueError(f"{name} must be a whole number, got {text!r}")
+    return int(number)
+
+
+# ----------------------------------------------------------------------------- a model's own defaults
+
+
+def model_defaults(model_dir: str | Path | None, native_size: int, config_extra: dict | None = None,
+                   ) -> GenerationSettings:
+    """The library's defaults, with the model's native size and what its folder states on top.
+
+    A folder states defaults in `generation_config.json` (any setting marked model_default); config.json's
+    `max_input_image_size` and `default_num_inference_steps` are read too, for folders made before.
+    """
+    stated: dict[str, Any] = {"height": native_size, "width": native_size}
+    extra = config_extra or {}
+    if "max_input_image_size" in extra:
+        stated["max_input_image_size"] = extra["max_input_image_size"]
+    if "default_num_inference_steps" in extra:
+        stated["num_inference_steps"] = extra["default_num_inference_steps"]
+    if model_dir is not None:
+        stated.update(read_generation_config(Path(model_dir)))
+    try:
+        return GenerationSettings().replace(**stated).check()
+    except ValueError as error:
+        raise ValueError(f"{model_dir}: a stated generation default is not valid: {error}") from None
+
+
+def read_generation_config(model_dir: Path) -> dict[str, Any]:
+    """The defaults a folder states in generation_config.json: only settings a model may choose."""
+    path = model_dir / GENERATION_CONFIG
+    if not path.is_file():
+        return {}
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise ValueError(f"{path} is not valid JSON: {error}") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"{path} must hold a JSON object of settings")
+    allowed = {spec.name for spec in fields(GenerationSettings) if spec.metadata["model_default"]}
+    return {name: value for name, value in data.items() if name in allowed}
