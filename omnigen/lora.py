@@ -24,7 +24,6 @@ import json
 import math
 import os
 import re
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -34,7 +33,8 @@ from peft.tuners.lora import LoraLayer
 from safetensors import safe_open
 from torch import nn
 
-from .weights import ModelFolderError, atomic_save_file, atomic_write_text, resolve_model_dir
+from .files import atomic_folder, atomic_write_text
+from .weights import ModelFolderError, atomic_save_file, resolve_model_dir
 
 ADAPTER_CONFIG = "adapter_config.json"
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
@@ -408,16 +408,17 @@ def save_lora(model: nn.Module, folder: str | os.PathLike, name: str | None = No
         config["base_model_name_or_path"] = base_model
     metadata = {"format": "pt", FINGERPRINT_KEY: json.dumps(base_fingerprint(model))}
     folder = Path(folder)
-    target = folder
-    if not folder.exists():
-        folder.parent.mkdir(parents=True, exist_ok=True)
-        folder = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
+    if folder.exists():
+        _write_adapter_files(folder, tensors, config, metadata)
+    else:
+        with atomic_folder(folder) as scratch:
+            _write_adapter_files(scratch, tensors, config, metadata)
+    return folder
+
+
+def _write_adapter_files(folder: Path, tensors: dict[str, torch.Tensor], config: dict, metadata: dict) -> None:
     atomic_save_file(tensors, folder / ADAPTER_WEIGHTS, metadata=metadata)
     atomic_write_text(folder / ADAPTER_CONFIG, json.dumps(config, indent=2, sort_keys=True))
-    if folder != target:
-        os.chmod(folder, 0o755)  # mkdtemp makes it private
-        os.replace(folder, target)
-    return target
 
 
 def base_fingerprint(model: nn.Module) -> dict:

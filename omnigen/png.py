@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
 
 from PIL import Image, PngImagePlugin
+
+from .files import atomic_save
 
 SETTINGS_KEY = "omnigen"
 
@@ -18,15 +19,7 @@ def save_png(image: Image.Image, path: str | os.PathLike, settings: dict) -> Pat
     path.parent.mkdir(parents=True, exist_ok=True)
     info = PngImagePlugin.PngInfo()
     info.add_itxt(SETTINGS_KEY, json.dumps(settings, sort_keys=True, default=str))
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".png", dir=path.parent)
-    os.close(fd)
-    try:
-        image.save(tmp, format="PNG", pnginfo=info)
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
-    return path
+    return atomic_save(path, lambda temporary: image.save(temporary, format="PNG", pnginfo=info))
 
 
 def read_settings(path_or_image: str | os.PathLike | Image.Image) -> dict | None:

@@ -10,13 +10,13 @@ from __future__ import annotations
 import json
 import os
 import re
-import tempfile
 from pathlib import Path
 
 import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
+from .files import atomic_save, atomic_write_text
 from .model import OmniGen, OmniGenConfig
 
 OFFICIAL_WEIGHTS = "model.safetensors"
@@ -238,24 +238,9 @@ def load_transformer(model_dir: str | os.PathLike, dtype: torch.dtype = torch.fl
 
 
 def atomic_save_file(tensors: dict[str, torch.Tensor], path: Path, metadata: dict | None = None) -> None:
-    """Write to a temporary name in the same folder, then rename: a good file is never half-overwritten."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    os.close(fd)
-    try:
-        save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, tmp, metadata=metadata)
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        f.write(text)
-    os.replace(tmp, path)
+    """A safetensors file written atomically (see omnigen.files): a good file is never half-overwritten."""
+    tensors = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
+    atomic_save(path, lambda temporary: save_file(tensors, temporary, metadata=metadata))
 
 
 def save_transformer(model: OmniGen, model_dir: str | os.PathLike, layout: str = "official",

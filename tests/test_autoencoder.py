@@ -9,8 +9,8 @@ import torch
 from PIL import Image, ImageDraw
 
 from omnigen import vae as vae_io
-from omnigen.mini.autoencoder import (build_vae, decoder_samples, finetune_decoder, images_to_pixels, reconstruction_psnr,
-                                      train_vae, vae_config)
+from omnigen.mini.autoencoder import build_vae, decoder_samples, images_to_pixels, reconstruction_psnr, vae_config
+from omnigen.mini.vae_training import finetune_decoder, train_vae
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

@@ -14,7 +14,9 @@ from omnigen.processor import DEFAULT_NEGATIVE_PROMPT, OmniGenProcessor, image_t
 from omnigen.training import (DatasetError, Example, JsonlDataset, TrainConfig, TrainingCollator, edit_weight_map,
                               read_loss_log, train)
 from omnigen.training.collator import FULL, IMAGE_ONLY, UNCONDITIONAL
-from omnigen.training.trainer import LatentCache, resolution_at, training_loss
+from omnigen.training.config import resolution_at
+from omnigen.training.latents import LatentCache
+from omnigen.training.step import training_loss
 from omnigen.vae import load_vae
 from omnigen.weights import load_transformer, save_transformer
 
@@ -338,7 +340,7 @@ def test_resumed_run_reads_its_latents_back(model_dir, vae, processor, tmp_path)
 
 
 def test_length_grouped_batches_cover_each_epoch_once_with_like_lengths():
-    from omnigen.training.trainer import DataOrder
+    from omnigen.training.data_order import DataOrder
 
     lengths = [16 + 96 * (i % 9 == 0) + i % 5 for i in range(1000)]  # one long (few-shot-like) example in nine
     order = DataOrder(len(lengths), 8, seed=3, lengths=lengths)
@@ -357,7 +359,7 @@ def test_length_grouped_batches_cover_each_epoch_once_with_like_lengths():
 
 
 def test_the_optimizer_is_fused_adamw_with_decay_on_matrices_only(tmp_path):
-    from omnigen.training.trainer import build_optimizer
+    from omnigen.training.optimizer import build_optimizer
 
     model = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.LayerNorm(4))
     optimizer = build_optimizer(list(model.parameters()), small_config(tmp_path, weight_decay=0.05))

@@ -15,13 +15,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
-import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from ..files import atomic_write
 from .judge import judge
 from .tasks import FAMILIES, HELDOUT_PAIRS, Sample, generate
 from .world import DEFAULT_SIZE
@@ -173,16 +172,9 @@ def format_table(rows: Sequence[dict]) -> str:
 
 
 def _write_json_atomically(path: Path, content: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=".eval-", suffix=".json", dir=path.parent)
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as out:
-            json.dump(content, out, indent=2, default=str)
-            out.write("\n")
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    with atomic_write(path, "w", encoding="utf-8") as out:
+        json.dump(content, out, indent=2, default=str)
+        out.write("\n")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

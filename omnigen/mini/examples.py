@@ -13,13 +13,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
 from PIL import Image
 
+from ..files import atomic_save, atomic_write_bytes
 from .tasks import (
     IMG1,
     IMG2,
@@ -226,7 +225,7 @@ def write_examples(out_dir: str | Path, size: int = DEFAULT_SIZE) -> dict:
             _write_png(out, expected, sample.output_image, written)
             entry = {"title": title, "prompt": sample.instruction, "images": names, "expected": expected}
             content[preset].append({**entry, "spec": sample.spec})
-    _write_atomically(out / "examples.json", (json.dumps(content, indent=2) + "\n").encode("utf-8"))
+    atomic_write_bytes(out / "examples.json", (json.dumps(content, indent=2) + "\n").encode("utf-8"))
     return content
 
 
@@ -237,25 +236,7 @@ def _write_png(out: Path, name: str, image: Image.Image, written: dict[str, byte
             raise RuntimeError(f"two different example pictures would both be written as {name}")
         return
     written[name] = pixels
-    handle, temporary = tempfile.mkstemp(prefix=".example-", suffix=".png", dir=out)
-    os.close(handle)
-    try:
-        image.save(temporary, format="PNG")
-        os.replace(temporary, out / name)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-
-
-def _write_atomically(path: Path, data: bytes) -> None:
-    handle, temporary = tempfile.mkstemp(prefix=".examples-", suffix=".json", dir=path.parent)
-    try:
-        with os.fdopen(handle, "wb") as out:
-            out.write(data)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    atomic_save(out / name, lambda temporary: image.save(temporary, format="PNG"))
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -20,6 +20,8 @@ from pathlib import Path
 
 import torch
 
+from ..files import atomic_folder, atomic_write_bytes
+
 # Families are drawn in proportion to these weights: text-to-image, edits and few-shot need the most
 # examples. The weights followed the model: from step 25,675 the families it had learnt (try-on, skeleton and
 # edge extraction at 95-100%) gave share to those it had not; from step 35,925 again (depth extraction had
@@ -149,7 +151,8 @@ def train_tokenizer_stage(recipe: Recipe, work: Path) -> Path:
 
 
 def train_vae_stage(recipe: Recipe, work: Path) -> Path:
-    from .autoencoder import train_vae, world_images
+    from .autoencoder import world_images
+    from .vae_training import train_vae
 
     folder = work / "vae-training"
     if not (folder / "vae" / "config.json").is_file():
@@ -214,9 +217,7 @@ def load_or_build_pool(recipe: Recipe, work: Path) -> list:
     if not path.is_file():
         log(f"rendering the training pool ({recipe.pool_per_family} per family on average)")
         rows = [(e.instruction, [_png(i) for i in e.input_images], _png(e.output_image)) for e in sample_pool(recipe)]
-        tmp = path.with_suffix(".tmp")
-        tmp.write_bytes(pickle.dumps(rows))
-        tmp.replace(path)
+        atomic_write_bytes(path, pickle.dumps(rows))
     rows = pickle.loads(path.read_bytes())
     log(f"pool: {len(rows)} examples")
     return [Example(text, [_unpng(b) for b in inputs], _unpng(output)) for text, inputs, output in rows]
@@ -311,7 +312,8 @@ def decoder_stage(recipe: Recipe, vae_dir: Path) -> None:
     `decoder_images`: outputs of every family, held-out pairs and the segmentation marker included. It
     checkpoints, so an interrupted run continues where it stopped, and a finished one is not repeated.
     """
-    from .autoencoder import decoder_images, finetune_decoder
+    from .autoencoder import decoder_images
+    from .vae_training import finetune_decoder
 
     if recipe.decoder_steps < 1:
         return
@@ -344,29 +346,21 @@ def export(model, config: dict, tokenizer_dir: Path, vae_dir: Path, out: Path, r
     """Write the model folder next to `out`, then swap it into place."""
     from ..weights import save_transformer
 
-    tmp = out.with_name(out.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    for item in tokenizer_dir.iterdir():
-        if item.is_file():
-            shutil.copy2(item, tmp / item.name)
-    shutil.copytree(vae_dir, tmp / "vae")
     model.config.extra.update({k: v for k, v in config.items() if k in ("architectures", "model_type",
                                                                            "bos_token_id", "eos_token_id",
                                                                            "max_input_image_size")})
-    save_transformer(model, tmp)
     record = {"recipe": asdict(recipe), "mixed_precision": mixed_precision(recipe.precision), "trained_steps": result.step,
               "stopped_early": result.stopped}
     if init_from is not None:  # the lineage: what this run continued, as that folder's own record says
         earlier = init_from / "recipe.json"
         record["continued_from"] = json.loads(earlier.read_text()) if earlier.is_file() else str(init_from)
-    (tmp / "recipe.json").write_text(json.dumps(record, indent=2))
-    old = out.with_name(out.name + ".old")
-    shutil.rmtree(old, ignore_errors=True)
-    if out.exists():
-        out.rename(old)
-    tmp.rename(out)
-    shutil.rmtree(old, ignore_errors=True)
+    with atomic_folder(out) as folder:
+        for item in tokenizer_dir.iterdir():
+            if item.is_file():
+                shutil.copy2(item, folder / item.name)
+        shutil.copytree(vae_dir, folder / "vae")
+        save_transformer(model, folder)
+        (folder / "recipe.json").write_text(json.dumps(record, indent=2))
     log(f"wrote {out} ({sum(f.stat().st_size for f in out.rglob('*') if f.is_file()) / 2**20:.1f} MB)")
 
 

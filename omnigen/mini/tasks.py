@@ -11,15 +11,14 @@ splits; the "heldout" split of text_to_image and edit makes samples whose output
 from __future__ import annotations
 
 import json
-import os
 import random
-import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from PIL import Image
 
+from ..files import atomic_write_text
 from .world import (
     ARM_POSES,
     BACKGROUND_COLORS,
@@ -766,16 +765,7 @@ def write_jsonl(samples: Sequence[Sample], root_dir: str | Path, jsonl_path: str
         output_path = _save_png(sample.output_image, image_dir / f"{stem}_out.png", root)
         record = {"instruction": sample.instruction, "input_images": input_paths, "output_image": output_path}
         lines.append(json.dumps(record))
-    jsonl_path = Path(jsonl_path)
-    jsonl_path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=".x2i-mini-", suffix=".jsonl", dir=jsonl_path.parent)
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as out:
-            out.write("".join(line + "\n" for line in lines))
-        os.replace(temporary, jsonl_path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    atomic_write_text(Path(jsonl_path), "".join(line + "\n" for line in lines))
 
 
 def _save_png(image: Image.Image, path: Path, root: Path) -> str:

@@ -9,13 +9,16 @@ loss, the trainer (every weight or a LoRA adapter) and `python -m omnigen train`
     pipe.load_lora(result.adapter)
 """
 
+from .checkpoints import latest_checkpoint, list_checkpoints
 from .collator import TrainingBatch, TrainingCollator
+from .config import LORA_TARGETS, LoraSettings, TrainConfig, TrainResult
 from .dataset import (DatasetError, Example, ImageFolderDataset, JsonlDataset, RowsDataset, StudioRow,
                       open_training_data)
 from .lora_training import train_lora
 from .loss import edit_weight_map, flow_matching_loss, noisy_latents
-from .trainer import (LORA_TARGETS, LoraSettings, TrainConfig, TrainResult, latest_checkpoint, list_checkpoints,
-                      prepare_model, read_loss_log, train, trainable_parameters)
+from .loss_log import read_loss_log
+from .trainable import prepare_model, trainable_parameters
+from .trainer import train
 
 __all__ = ["DatasetError", "Example", "ImageFolderDataset", "JsonlDataset", "LORA_TARGETS", "LoraSettings",
            "RowsDataset", "StudioRow", "TrainConfig", "TrainResult", "TrainingBatch", "TrainingCollator",

@@ -19,7 +19,8 @@ import threading
 import time
 from dataclasses import replace
 
-from .trainer import LORA_TARGETS, MIXED_PRECISION, LoraSettings, TrainConfig, latest_checkpoint, saved_lora_settings
+from .checkpoints import latest_checkpoint, saved_lora_settings
+from .config import LORA_TARGETS, MIXED_PRECISION, LoraSettings, TrainConfig
 
 
 def add_train_parser(subparsers) -> None:

@@ -30,7 +30,8 @@ import torch
 
 from ..pipeline import OmniGenPipeline
 from .dataset import open_training_data
-from .trainer import LoraSettings, TrainConfig, TrainResult, train
+from .config import LoraSettings, TrainConfig, TrainResult
+from .trainer import train
 
 PRECISION_DTYPES = {"no": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
