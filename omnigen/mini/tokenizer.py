@@ -8,13 +8,12 @@ tokens. Saved files load with `transformers.AutoTokenizer.from_pretrained(out_di
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+
+from ..files import atomic_save, atomic_write_text
 
 UNK_TOKEN = "<unk>"
 BOS_TOKEN = "<s>"
@@ -94,17 +93,10 @@ def _transformers_config() -> tuple[dict, dict]:
 
 
 def _save_atomically(tokenizer: Tokenizer, out_dir: Path) -> None:
-    # Write everything into a scratch folder next to out_dir, then move the files in, so that a crash
-    # never leaves a half-written tokenizer where a good one was.
-    out_dir.mkdir(parents=True, exist_ok=True)
-    scratch = Path(tempfile.mkdtemp(prefix=".tokenizer-", dir=out_dir))
-    try:
-        tokenizer.save(str(scratch / "tokenizer.json"), pretty=True)
-        tokenizer_config, special_tokens_map = _transformers_config()
-        configs = {"tokenizer_config.json": tokenizer_config, "special_tokens_map.json": special_tokens_map}
-        for name, content in configs.items():
-            (scratch / name).write_text(json.dumps(content, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-        for name in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
-            os.replace(scratch / name, out_dir / name)
-    finally:
-        shutil.rmtree(scratch, ignore_errors=True)
+    # Each file is written aside and renamed into place, so that a crash never leaves a half-written file where a
+    # good one was (the two config files are constants: only tokenizer.json depends on the corpus).
+    atomic_save(out_dir / "tokenizer.json", lambda temporary: tokenizer.save(str(temporary), pretty=True))
+    tokenizer_config, special_tokens_map = _transformers_config()
+    configs = {"tokenizer_config.json": tokenizer_config, "special_tokens_map.json": special_tokens_map}
+    for name, content in configs.items():
+        atomic_write_text(out_dir / name, json.dumps(content, indent=2, ensure_ascii=False) + "\n")
