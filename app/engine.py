@@ -203,7 +203,7 @@ class Studio:
         would move it (and the transformer) under offload."""
         from omnigen import vae as vae_io
 
-        return vae_io.to_pil(vae_io.decode(self.pipe.vae, estimate[:1]))
+        return vae_io.to_pil(vae_io.decode(self.pipe.vae, estimate[:1]))[0]
 
 
 SMALL_MODEL_PARAMETERS = 50_000_000

@@ -470,8 +470,10 @@ def wire_training(studio: Studio, rows: gr.State, settings: dict, buttons: dict,
         checked.success(make_train_handler(studio, resume, outputs), [rows, *values], list(outputs),
                         concurrency_id=GPU_QUEUE, concurrency_limit=studio.concurrency_limit,
                         show_progress="minimal", show_progress_on=[shown["status"]], api_visibility="private")
-    buttons["stop"].click(lambda request: studio.live.stop_training(request.session_hash), None, shown["status"],
-                          queue=False, api_visibility="private")
+    def request_stop(request: gr.Request) -> str:
+        return studio.live.stop_training(request.session_hash)
+
+    buttons["stop"].click(request_stop, None, shown["status"], queue=False, api_visibility="private")
 
 
 def make_check(studio: Studio, resume: bool):
