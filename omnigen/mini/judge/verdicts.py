@@ -1,4 +1,4 @@
-"""The judge: programmatic checks of a generated image against a sample's spec.
+"""The verdicts: a generated image checked against a sample's spec, one check per family of target.
 
 Generated images come through a VAE at 64x64, so every check tolerates slight blur, a couple of
 pixels of displacement and colour shifts; none compares exact RGB values.
@@ -18,27 +18,23 @@ pixels of displacement and colour shifts; none compares exact RGB values.
 
 from __future__ import annotations
 
-import colorsys
 from dataclasses import dataclass, field
 
 import cv2
 import numpy as np
 from PIL import Image
 
-from .world import (
+from ..world import (
     BACKGROUND_COLORS,
     BODY_RGB,
     DEPTH_LEVELS,
     GRID,
     HEAD_RADIUS,
-    LIMB_COLORS,
     LIMBS,
     MARKER_COLOR,
     MARKER_RGB,
     OBJECT_COLORS,
     PATTERN_RGB,
-    SHAPES,
-    SIZES,
     Figure,
     Pose,
     Scene,
@@ -52,21 +48,42 @@ from .world import (
     shape_mask,
     torso_mask,
 )
+from .measures import (
+    OFF_LINE_LIMIT,
+    all_shifts,
+    as_array,
+    core_color,
+    crop,
+    dilate,
+    drop_specks,
+    flat_noise,
+    hue_labels,
+    largest_blob,
+    near,
+    nearest_name,
+    object_color_mask,
+    open_mask,
+    rgb_distance,
+    ridges,
+    round_point,
+    scaled,
+    segment_points,
+    shape_candidates,
+    shape_template,
+    sharpness,
+    shirt_pattern,
+    tolerant_f1,
+)
 
 # All tolerances are for a 64x64 image and scale with the size.
 SHIFT_TOLERANCE = 3  # pixels an object may sit off its region's centre
 MIN_SHAPE_IOU = 0.5  # the best-fitting template of the right shape must overlap this much
-OFF_LINE_LIMIT = 60.0  # how far (RGB) a pixel may sit from the background-object colour line
-TEMPLATE_ROUNDING = 3  # corner radius (pixels, for a large object) of the shape templates
 BACKGROUND_LIMIT = 50.0  # RGB distance within which a pixel still counts as background
 EXTRA_BLOB_FRACTION = 0.35  # an unexpected blob this fraction of a small object's area fails
 EDGE_TOLERANCE = 1  # pixels an edge may sit off the true one
 MIN_EDGE_F1 = 0.6  # for the whole edge map and for each object's outline
 LIMB_TOLERANCE = 2  # pixels a limb may sit off its true segment
 MIN_LIMB_COVERAGE = 0.6  # fraction of the points along a limb that must find it
-WHITE_LEVEL = 0.4  # how far towards white a shirt pixel must be to count as pattern
-MIN_PATTERN_FRACTION = 0.08  # less white than this is a solid shirt
-STRIPE_SPREAD_RATIO = 0.5  # column/row spread of white below this is stripes
 MAX_RESIDUAL_NOISE = 8.0  # RMS (0..255) of what denoising may leave in flat areas
 MIN_SHARPNESS_GAIN = 1.4  # deblurring must raise the mean squared gradient this much over the input
 
@@ -89,7 +106,7 @@ def judge_spec(spec: dict, image: Image.Image) -> Verdict:
     """Check a generated image against a sample's spec; an image of another size is resized first."""
     target = spec["target"]
     size = _target_size(target)
-    pixels = _as_array(image, size)
+    pixels = as_array(image, size)
     kind = target["kind"]
     if kind == "scene":
         verdict = judge_scene(Scene.from_dict(target["scene"]), pixels)
@@ -112,47 +129,6 @@ def _target_size(target: dict) -> int:
         if key in target:
             return target[key].get("size", GRID)
     return target.get("size", GRID)
-
-
-def _as_array(image: Image.Image, size: int) -> np.ndarray:
-    image = image.convert("RGB")
-    if image.size != (size, size):
-        image = image.resize((size, size), Image.BILINEAR)
-    return np.asarray(image, np.float32)
-
-
-def _scaled(value: float, size: int) -> int:
-    return max(int(round(value * size / GRID)), 1)
-
-
-def _distance(pixels: np.ndarray, rgb) -> np.ndarray:
-    return np.linalg.norm(pixels - np.asarray(rgb, np.float32), axis=-1)
-
-
-def _nearest_name(rgb: np.ndarray, table: dict) -> tuple[str, float]:
-    name = min(table, key=lambda n: float(np.linalg.norm(rgb - np.asarray(table[n], np.float32))))
-    return name, float(np.linalg.norm(rgb - np.asarray(table[name], np.float32)))
-
-
-def _dilate(mask: np.ndarray, radius: int) -> np.ndarray:
-    if radius <= 0:
-        return mask
-    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1, 2 * radius + 1))
-    return cv2.dilate(mask.astype(np.uint8), kernel).astype(bool)
-
-
-def _open(mask: np.ndarray) -> np.ndarray:
-    # Removes one- and two-pixel-thin structures: the colour fringes a VAE leaves along edges.
-    kernel = np.ones((3, 3), np.uint8)
-    return cv2.morphologyEx(mask.astype(np.uint8), cv2.MORPH_OPEN, kernel).astype(bool)
-
-
-def _largest_blob(mask: np.ndarray) -> tuple[int, tuple[int, int] | None]:
-    count, _, stats, centroids = cv2.connectedComponentsWithStats(mask.astype(np.uint8), connectivity=8)
-    if count <= 1:
-        return 0, None
-    best = 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))
-    return int(stats[best, cv2.CC_STAT_AREA]), (int(centroids[best][0]), int(centroids[best][1]))
 
 
 def _summary(checks: dict[str, bool], details: dict) -> Verdict:
@@ -215,7 +191,7 @@ def judge_depth(scene: Scene, pixels: np.ndarray) -> Verdict:
 def check_layout(pixels: np.ndarray, background: str, palette: dict, expected: list[ExpectedObject]) -> Verdict:
     """Background, each expected object (colour, place, shape, size), and nothing else of note."""
     size = pixels.shape[0]
-    shift = _scaled(SHIFT_TOLERANCE, size)
+    shift = scaled(SHIFT_TOLERANCE, size)
     background_rgb = np.asarray(palette[background], np.float32)
     explained = _explained_area(expected, size, shift)
     checks: dict[str, bool] = {}
@@ -223,22 +199,22 @@ def check_layout(pixels: np.ndarray, background: str, palette: dict, expected: l
 
     outside = pixels[~explained] if (~explained).any() else pixels.reshape(-1, 3)
     backgrounds = {n: palette[n] for n in palette if n in BACKGROUND_COLORS or n == background}
-    found_background, distance = _nearest_name(np.median(outside, axis=0), backgrounds)
+    found_background, distance = nearest_name(np.median(outside, axis=0), backgrounds)
     checks["background"] = found_background == background and distance < BACKGROUND_LIMIT
     details["background"] = {"expected": background, "found": found_background, "distance": round(distance, 1)}
 
     for index, obj in enumerate(expected):
         window = _object_window(expected, index, size, shift)
-        mask = _object_color_mask(pixels, palette, background, obj.color) & window
+        mask = object_color_mask(pixels, palette, background, obj.color) & window
         result = _fit_shape(mask, obj, size, shift)
-        result["colour found"] = _core_color(pixels, mask, palette, background)
+        result["colour found"] = core_color(pixels, mask, palette, background)
         result["ok"] = result["ok"] and result["colour found"] == obj.color
         result["object"] = obj.name
         details["objects"].append(result)
         checks[f"object {index + 1}"] = result["ok"]
 
-    stray = _open((_distance(pixels, background_rgb) > BACKGROUND_LIMIT) & ~explained)
-    area, where = _largest_blob(stray)
+    stray = open_mask((rgb_distance(pixels, background_rgb) > BACKGROUND_LIMIT) & ~explained)
+    area, where = largest_blob(stray)
     small_area = np.pi * (half_extent("small", size) + 0.5) ** 2
     checks["nothing else"] = area <= EXTRA_BLOB_FRACTION * small_area
     details["largest unexpected blob"] = {"area": area, "at": where}
@@ -249,7 +225,7 @@ def _explained_area(expected: list[ExpectedObject], size: int, shift: int) -> np
     """Where the expected objects may put pixels: their shapes grown by the shift tolerance and a fringe."""
     explained = np.zeros((size, size), bool)
     for o in expected:
-        explained |= _dilate(shape_mask(o.shape, o.center, half_extent(o.size, size), size), shift + _scaled(2, size))
+        explained |= dilate(shape_mask(o.shape, o.center, half_extent(o.size, size), size), shift + scaled(2, size))
     return explained
 
 
@@ -270,72 +246,16 @@ def _object_window(expected: list[ExpectedObject], index: int, size: int, shift:
     return window
 
 
-def _object_color_mask(pixels: np.ndarray, palette: dict, background: str, color: str) -> np.ndarray:
-    """Pixels past half way from the background to the object colour, close to the line between them.
-
-    Blur mixes an object with the background along that line, so its half-way level keeps the
-    object's outline; most other colours sit far off the line. Those on it (the grey levels of a
-    depth map all share one line) are told apart afterwards by the mask's core colour.
-    """
-    background_rgb = np.asarray(palette[background], np.float32)
-    direction = np.asarray(palette[color], np.float32) - background_rgb
-    offsets = pixels - background_rgb
-    t = offsets @ direction / float(direction @ direction)
-    off_line = np.linalg.norm(offsets - np.clip(t, 0, 1)[..., None] * direction, axis=-1)
-    return (t > 0.5) & (t < 1.6) & (off_line < OFF_LINE_LIMIT)
-
-
-def _core_color(pixels: np.ndarray, mask: np.ndarray, palette: dict, background: str) -> str | None:
-    """The palette colour nearest to the median of the mask's inner pixels (its edges are blends)."""
-    if not mask.any():
-        return None
-    inner = cv2.erode(mask.astype(np.uint8), np.ones((3, 3), np.uint8)).astype(bool)
-    chosen = pixels[inner] if inner.sum() >= 4 else pixels[mask]
-    candidates = {n: rgb for n, rgb in palette.items() if n != background}
-    return _nearest_name(np.median(chosen, axis=0), candidates)[0]
-
-
-def _crop(mask: np.ndarray, center: tuple[int, int], radius: int) -> np.ndarray:
-    """The (2r+1)-square of `mask` around `center`, padded with False beyond the image."""
-    padded = np.pad(mask, radius)
-    cx, cy = center
-    return padded[cy : cy + 2 * radius + 1, cx : cx + 2 * radius + 1]
-
-
-def _template(shape: str, half: int, radius: int, outline: bool = False) -> np.ndarray:
-    """A shape's template (or its one-pixel outline) at the centre of a (2r+1)-square crop."""
-    template = shape_mask(shape, (radius, radius), half, 2 * radius + 1)
-    if outline:
-        return template & ~cv2.erode(template.astype(np.uint8), np.ones((3, 3), np.uint8)).astype(bool)
-    # Round the corners: a VAE rounds a square's corners, and a sharp square would then fit a
-    # circle's template better than its own. Sharp shapes still fit their own template best.
-    rounding = max(int(round(TEMPLATE_ROUNDING * half / half_extent("large", GRID))), 1)
-    disc = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * rounding + 1, 2 * rounding + 1))
-    return cv2.morphologyEx(template.astype(np.uint8), cv2.MORPH_OPEN, disc).astype(bool)
-
-
-def _all_shifts(template: np.ndarray, shift: int) -> np.ndarray:
-    """Every copy of `template` moved by up to `shift` pixels each way, stacked: (shifts, h, w)."""
-    padded = np.pad(template, shift)
-    windows = np.lib.stride_tricks.sliding_window_view(padded, template.shape)
-    return windows.reshape(-1, *template.shape)
-
-
-def _candidates(size: int):
-    """Every shape at every size, as ("small circle", half extent in pixels)."""
-    return [(f"{name} {shape}", half_extent(name, size)) for name in SIZES for shape in SHAPES]
-
-
 def _fit_shape(mask: np.ndarray, obj: ExpectedObject, size: int, shift: int) -> dict:
     """Which shape and size fits the mask best (IoU, shifted up to `shift`); ok if it is the expected one."""
     radius = half_extent("large", size) + shift + 2
-    local = _crop(mask, obj.center, radius)
+    local = crop(mask, obj.center, radius)
     area = int(local.sum())
     scores = {}
-    for name, half in _candidates(size):
+    for name, half in shape_candidates(size):
         score = 0.0
         if area:
-            moved = _all_shifts(_template(name.split()[1], half, radius), shift)
+            moved = all_shifts(shape_template(name.split()[1], half, radius), shift)
             score = ((moved & local).sum(axis=(1, 2)) / (moved | local).sum(axis=(1, 2))).max()
         scores[name] = round(float(score), 3)
     return _best_fit(scores, obj, area, MIN_SHAPE_IOU) | {"area": area, "iou": scores}
@@ -350,18 +270,18 @@ def _best_fit(scores: dict[str, float], obj: ExpectedObject, found_pixels: int, 
 def _fit_outline(edges: np.ndarray, obj: ExpectedObject, size: int, shift: int) -> dict:
     """Which shape and size's outline fits the edge pixels best (tolerant F1, shifted); ok if the expected one."""
     radius = half_extent("large", size) + shift + 2
-    local = _crop(edges, obj.center, radius)
-    tolerance = _scaled(EDGE_TOLERANCE, size)
+    local = crop(edges, obj.center, radius)
+    tolerance = scaled(EDGE_TOLERANCE, size)
     found_count = np.count_nonzero(local)
-    near_found = _dilate(local, tolerance)
+    near_found = dilate(local, tolerance)
     scores = {}
-    for name, half in _candidates(size):
+    for name, half in shape_candidates(size):
         score = 0.0
         if found_count:
-            outline = _template(name.split()[1], half, radius, outline=True)
-            near_outline = _all_shifts(_dilate(outline, tolerance), shift)
+            outline = shape_template(name.split()[1], half, radius, outline=True)
+            near_outline = all_shifts(dilate(outline, tolerance), shift)
             precision = (near_outline & local).sum(axis=(1, 2)) / found_count
-            recall = (_all_shifts(outline, shift) & near_found).sum(axis=(1, 2)) / np.count_nonzero(outline)
+            recall = (all_shifts(outline, shift) & near_found).sum(axis=(1, 2)) / np.count_nonzero(outline)
             score = (2 * precision * recall / np.maximum(precision + recall, 1e-9)).max()
         scores[name] = round(float(score), 3)
     return _best_fit(scores, obj, found_count, MIN_EDGE_F1) | {"edge pixels": found_count, "f1": scores}
@@ -370,10 +290,10 @@ def _fit_outline(edges: np.ndarray, obj: ExpectedObject, size: int, shift: int) 
 def judge_edges(scene: Scene, pixels: np.ndarray) -> Verdict:
     """Edge map: overall tolerant F1 against the true Canny map, each object's outline, no stray lines."""
     size = pixels.shape[0]
-    shift = _scaled(SHIFT_TOLERANCE, size)
+    shift = scaled(SHIFT_TOLERANCE, size)
     true_edges = np.asarray(render_edges(scene).convert("L")) > 127
-    found = _drop_specks(_ridges(pixels.mean(axis=-1)))
-    f1, precision, recall = tolerant_f1(true_edges, found, _scaled(EDGE_TOLERANCE, size))
+    found = drop_specks(ridges(pixels.mean(axis=-1)))
+    f1, precision, recall = tolerant_f1(true_edges, found, scaled(EDGE_TOLERANCE, size))
     checks = {"edge map f1": f1 >= MIN_EDGE_F1}
     details: dict = {"f1": round(f1, 3), "precision": round(precision, 3), "recall": round(recall, 3), "objects": []}
     expected = expected_objects(scene)
@@ -382,93 +302,31 @@ def judge_edges(scene: Scene, pixels: np.ndarray) -> Verdict:
         result["object"] = obj.name
         details["objects"].append(result)
         checks[f"object {index + 1}"] = result["ok"]
-    area, where = _largest_blob(found & ~_explained_area(expected, size, shift))
+    area, where = largest_blob(found & ~_explained_area(expected, size, shift))
     checks["nothing else"] = area <= 2 * half_extent("small", size)
     details["largest unexpected line"] = {"length": area, "at": where}
     return _summary(checks, details)
-
-
-def _ridges(brightness: np.ndarray) -> np.ndarray:
-    """Bright pixels that are a local maximum across x or across y: blurred lines thinned back to one pixel.
-
-    Threshold 64, a quarter of a true edge's brightness: a VAE dims one-pixel lines but keeps them above it.
-    """
-    padded = np.pad(brightness, 1, mode="edge")
-    centre = padded[1:-1, 1:-1]
-    across_x = (centre >= padded[1:-1, :-2]) & (centre >= padded[1:-1, 2:])
-    across_y = (centre >= padded[:-2, 1:-1]) & (centre >= padded[2:, 1:-1])
-    return (brightness > 64) & (across_x | across_y)
-
-
-def _drop_specks(mask: np.ndarray) -> np.ndarray:
-    # Isolated pixels are noise, not edges (edges are connected lines).
-    count, labels, stats, _ = cv2.connectedComponentsWithStats(mask.astype(np.uint8), connectivity=8)
-    keep = np.zeros(count, bool)
-    keep[1:] = stats[1:, cv2.CC_STAT_AREA] >= 3
-    return keep[labels]
-
-
-def tolerant_f1(truth: np.ndarray, found: np.ndarray, tolerance: int) -> tuple[float, float, float]:
-    """F1 of two masks where a pixel within `tolerance` of the other mask counts as matched."""
-    if not truth.any() and not found.any():
-        return 1.0, 1.0, 1.0
-    if not truth.any() or not found.any():
-        return 0.0, 0.0, 0.0
-    precision = np.count_nonzero(found & _dilate(truth, tolerance)) / np.count_nonzero(found)
-    recall = np.count_nonzero(truth & _dilate(found, tolerance)) / np.count_nonzero(truth)
-    f1 = 0.0 if precision + recall == 0 else 2 * precision * recall / (precision + recall)
-    return float(f1), float(precision), float(recall)
 
 
 # ----------------------------------------------------------------------------------------------
 # Skeleton maps
 
 
-def _limb_hues() -> np.ndarray:
-    return np.array([colorsys.rgb_to_hsv(*(c / 255 for c in rgb))[0] for rgb in LIMB_COLORS])
-
-
-def _hue_labels(pixels: np.ndarray) -> np.ndarray:
-    """Index of the nearest limb hue for bright, saturated pixels; -1 for the black background."""
-    hsv = cv2.cvtColor(np.clip(pixels, 0, 255).astype(np.uint8), cv2.COLOR_RGB2HSV_FULL).astype(np.float32)
-    hue, saturation, value = hsv[..., 0] / 256.0, hsv[..., 1] / 255.0, hsv[..., 2] / 255.0
-    gap = np.abs(hue[..., None] - _limb_hues()[None, None, :])
-    gap = np.minimum(gap, 1.0 - gap)
-    labels = np.argmin(gap, axis=-1)
-    labels[(value < 0.25) | (saturation < 0.4)] = -1
-    return labels
-
-
-def _segment_points(a, b, start: float, stop: float, count: int) -> list[tuple[int, int]]:
-    return [
-        (int(round(a[0] + (b[0] - a[0]) * t)), int(round(a[1] + (b[1] - a[1]) * t)))
-        for t in np.linspace(start, stop, count)
-    ]
-
-
-def _near(mask: np.ndarray, point: tuple[int, int], radius: int) -> bool:
-    x, y = point
-    size = mask.shape[0]
-    rows = slice(max(y - radius, 0), min(y + radius + 1, size))
-    columns = slice(max(x - radius, 0), min(x + radius + 1, size))
-    return bool(mask[rows, columns].any())
-
-
 def judge_skeleton(pose: Pose, pixels: np.ndarray) -> Verdict:
     size = pixels.shape[0]
-    tolerance = _scaled(LIMB_TOLERANCE, size)
-    labels = _hue_labels(pixels)
+    tolerance = scaled(LIMB_TOLERANCE, size)
+    labels = hue_labels(pixels)
     joints = figure_joints(pose, size)
     truth = np.asarray(render_skeleton(pose, size).convert("L")) > 0
     checks: dict[str, bool] = {}
     coverage = {}
     for index, (a, b) in enumerate(LIMBS):
-        points = _segment_points(joints[a], joints[b], 0.25, 0.75, 6)
-        hits = sum(_near(labels == index, p, tolerance) for p in points)
+        points = segment_points(joints[a], joints[b], 0.25, 0.75, 6)
+        hits = sum(near(labels == index, p, tolerance) for p in points)
         coverage[f"{a}-{b}"] = round(hits / len(points), 2)
         checks[f"{a}-{b}"] = hits / len(points) >= MIN_LIMB_COVERAGE
-    stray = _open((labels >= 0) & ~_dilate(truth, tolerance + 1))
-    area, where = _largest_blob(stray)
+    stray = open_mask((labels >= 0) & ~dilate(truth, tolerance + 1))
+    area, where = largest_blob(stray)
     checks["nothing else"] = area <= 12 * (size / GRID) ** 2
     return _summary(checks, {"limb coverage": coverage, "largest unexpected blob": {"area": area, "at": where}})
 
@@ -479,49 +337,45 @@ def judge_skeleton(pose: Pose, pixels: np.ndarray) -> Verdict:
 
 def judge_figure(figure: Figure, pixels: np.ndarray) -> Verdict:
     size = figure.size
-    tolerance = _scaled(LIMB_TOLERANCE, size)
+    tolerance = scaled(LIMB_TOLERANCE, size)
     background_rgb = np.asarray(BACKGROUND_COLORS[figure.background], np.float32)
     joints = figure_joints(figure.pose, size)
     torso = torso_mask(figure.pose, size)
     silhouette = figure_body_mask(figure.pose, size) | torso
-    dark = _distance(pixels, BODY_RGB) < 70
+    dark = rgb_distance(pixels, BODY_RGB) < 70
 
     checks: dict[str, bool] = {}
     details: dict = {}
-    outside = pixels[~_dilate(silhouette, tolerance + 1)]
-    found_background, distance = _nearest_name(np.median(outside, axis=0), BACKGROUND_COLORS)
+    outside = pixels[~dilate(silhouette, tolerance + 1)]
+    found_background, distance = nearest_name(np.median(outside, axis=0), BACKGROUND_COLORS)
     checks["background"] = found_background == figure.background and distance < BACKGROUND_LIMIT
     details["background"] = {"expected": figure.background, "found": found_background}
 
     coverage = {}
-    hidden = _dilate(torso, 1)
+    hidden = dilate(torso, 1)
     for a, b in LIMBS:
         if a == "neck":
             continue  # the neck-to-shoulder/hip lines and the neck lie under the shirt or the head
-        points = [p for p in _segment_points(joints[a], joints[b], 0.2, 0.9, 8) if not _near(hidden, p, 0)]
+        points = [p for p in segment_points(joints[a], joints[b], 0.2, 0.9, 8) if not near(hidden, p, 0)]
         if not points:
             continue
-        hits = sum(_near(dark, p, tolerance) for p in points)
+        hits = sum(near(dark, p, tolerance) for p in points)
         coverage[f"{a}-{b}"] = round(hits / len(points), 2)
         checks[f"{a}-{b}"] = hits / len(points) >= MIN_LIMB_COVERAGE
     details["limb coverage"] = coverage
 
-    head = shape_mask("circle", _round(joints["head"]), _scaled(HEAD_RADIUS - 1, size), size) & ~hidden
+    head = shape_mask("circle", round_point(joints["head"]), scaled(HEAD_RADIUS - 1, size), size) & ~hidden
     checks["head"] = dark[head].mean() >= 0.6
     details["head dark fraction"] = round(float(dark[head].mean()), 2)
 
     shirt_ok, details["shirt"] = _check_shirt(figure, pixels, torso)
     checks["shirt"] = shirt_ok
 
-    stray = _open((_distance(pixels, background_rgb) > BACKGROUND_LIMIT) & ~_dilate(silhouette, tolerance + 1))
-    area, where = _largest_blob(stray)
+    stray = open_mask((rgb_distance(pixels, background_rgb) > BACKGROUND_LIMIT) & ~dilate(silhouette, tolerance + 1))
+    area, where = largest_blob(stray)
     checks["nothing else"] = area <= 16 * (size / GRID) ** 2
     details["largest unexpected blob"] = {"area": area, "at": where}
     return _summary(checks, details)
-
-
-def _round(point) -> tuple[int, int]:
-    return (int(round(point[0])), int(round(point[1])))
 
 
 SHIRT_COLORS = {**OBJECT_COLORS, "bare (no shirt)": BODY_RGB}
@@ -545,55 +399,22 @@ def _check_shirt(figure: Figure, pixels: np.ndarray, torso: np.ndarray) -> tuple
         explained[name] = int((on_line & (t < 0.5)).sum())
         whiteness[name] = np.where(on_line, np.clip(t, 0, 1), 0.0)
     main = max(explained, key=explained.get)
-    pattern, measures = _shirt_pattern(whiteness[main], region)
+    pattern, measures = shirt_pattern(whiteness[main], region)
     expected_main = figure.garment.color if figure.garment else "bare (no shirt)"
     expected_pattern = figure.garment.pattern if figure.garment else "solid"
     ok = main == expected_main and pattern == expected_pattern
     return ok, {"expected": f"{expected_main}, {expected_pattern}", "found": f"{main}, {pattern}", **measures}
 
 
-def _shirt_pattern(whiteness: np.ndarray, region: np.ndarray) -> tuple[str, dict]:
-    white = (whiteness > WHITE_LEVEL) & region
-    fraction = white.sum() / max(int(region.sum()), 1)
-    if fraction < MIN_PATTERN_FRACTION:
-        return "solid", {"white fraction": round(float(fraction), 2)}
-    rows = white.sum(axis=1) / np.maximum(region.sum(axis=1), 1)
-    columns = white.sum(axis=0) / np.maximum(region.sum(axis=0), 1)
-    full_rows = region.sum(axis=1) >= 3
-    full_columns = region.sum(axis=0) >= 3
-    row_spread = float(rows[full_rows].std()) if full_rows.any() else 0.0
-    column_spread = float(columns[full_columns].std()) if full_columns.any() else 0.0
-    # Stripes are white along whole rows: rows differ, columns do not. Dots make both differ.
-    pattern = "striped" if column_spread < STRIPE_SPREAD_RATIO * row_spread else "dotted"
-    measures = {"white fraction": float(fraction), "row spread": row_spread, "column spread": column_spread}
-    return pattern, {name: round(value, 2) for name, value in measures.items()}
-
-
 # ----------------------------------------------------------------------------------------------
 # Restoration
-
-
-def sharpness(pixels: np.ndarray) -> float:
-    """Mean squared gradient; a step blurred by sigma keeps about 1/sigma of it."""
-    gx = cv2.Sobel(pixels, cv2.CV_32F, 1, 0)
-    gy = cv2.Sobel(pixels, cv2.CV_32F, 0, 1)
-    return float((gx**2 + gy**2).mean())
-
-
-def flat_noise(pixels: np.ndarray, truth: np.ndarray) -> float:
-    """RMS of the high frequencies where the true picture is flat: what is left of the noise."""
-    flat = ~_dilate(np.abs(cv2.Laplacian(truth, cv2.CV_32F)).max(axis=-1) > 0, _scaled(2, truth.shape[0]))
-    if not flat.any():
-        return 0.0
-    detail = pixels - cv2.GaussianBlur(pixels, (0, 0), 1.5)
-    return float(np.sqrt((detail[flat] ** 2).mean()))
 
 
 def _add_restoration_check(verdict: Verdict, spec: dict, pixels: np.ndarray) -> Verdict:
     """Denoising must leave little noise; deblurring must sharpen well past the blurred input."""
     size = pixels.shape[0]
-    truth = _as_array(render_picture(spec["target"]), size)
-    degraded = _as_array(render_picture(spec["inputs"][0]), size)
+    truth = as_array(render_picture(spec["target"]), size)
+    degraded = as_array(render_picture(spec["inputs"][0]), size)
     checks, details = dict(verdict.details["checks"]), dict(verdict.details)
     if spec["task"] == "denoise":
         noise = flat_noise(pixels, truth)

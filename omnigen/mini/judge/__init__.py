@@ -1,0 +1,47 @@
+"""The judge: programmatic checks of a generated image against a sample's spec.
+
+- `verdicts`: `judge` and `judge_spec`, the pass/fail tolerances and one check per kind of target
+  (scenes, depth maps, edge maps, skeleton maps, figures, restorations).
+- `measures`: what those checks measure in the pixels (colour masks, blobs, fitted shape templates,
+  edge ridges, limb hues, shirt patterns, sharpness, residual noise).
+
+    from omnigen.mini.judge import judge
+    verdict = judge(sample, image)  # Verdict(passed, score, details)
+"""
+
+from .measures import (
+    MIN_PATTERN_FRACTION,
+    OFF_LINE_LIMIT,
+    STRIPE_SPREAD_RATIO,
+    TEMPLATE_ROUNDING,
+    WHITE_LEVEL,
+    flat_noise,
+    sharpness,
+    tolerant_f1,
+)
+from .verdicts import (
+    BACKGROUND_LIMIT,
+    EDGE_TOLERANCE,
+    EXTRA_BLOB_FRACTION,
+    LIMB_TOLERANCE,
+    MAX_RESIDUAL_NOISE,
+    MIN_EDGE_F1,
+    MIN_LIMB_COVERAGE,
+    MIN_SHAPE_IOU,
+    MIN_SHARPNESS_GAIN,
+    SHIFT_TOLERANCE,
+    SHIRT_COLORS,
+    DEPTH_PALETTE,
+    SCENE_PALETTE,
+    ExpectedObject,
+    Verdict,
+    check_layout,
+    expected_objects,
+    judge,
+    judge_depth,
+    judge_edges,
+    judge_figure,
+    judge_scene,
+    judge_skeleton,
+    judge_spec,
+)
