@@ -1,6 +1,10 @@
 #!/usr/bin/env bash
 # Set up a virtual environment with the test requirements and run the whole test suite.
 # Usage: bash scripts/test.sh [pytest args]
+#   bash scripts/test.sh -m "not slow and not browser and not quality"   # the fast subset, under a minute
+#   bash scripts/test.sh tests/test_processor.py -x                       # one file
+# Markers (pytest.ini): slow (over ~2 s: training acceptance, end-to-end), browser (Chromium), quality (the
+# shipped model's quality floors).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV="${VENV:-.venv}"

@@ -103,6 +103,7 @@ def test_the_copy_as_python_snippet_remakes_the_png_byte_for_byte(client, scene,
     assert (tmp_path / "result.png").read_bytes() == path.read_bytes()  # pixels and settings alike
 
 
+@pytest.mark.slow
 def test_four_clients_at_once_each_get_their_own_result(server, reference_pipe):
     jobs = [(f"a {colour} circle in the center", seed) for colour, seed in
             (("red", 1), ("green", 2), ("blue", 3), ("yellow", 4))]

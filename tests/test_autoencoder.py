@@ -50,6 +50,7 @@ def test_config_rejects_other_factors(widths):
         vae_config(widths=widths)
 
 
+@pytest.mark.slow
 def test_training_lowers_the_loss_and_saves_a_loadable_vae(tmp_path):
     metrics = train_vae(rectangles, tmp_path, steps=60, lr=3e-3, log_every=1, checkpoint_every=30, **TINY)
     losses = [logs["loss"] for logs in metrics["history"]]
@@ -68,6 +69,7 @@ def test_training_lowers_the_loss_and_saves_a_loadable_vae(tmp_path):
     assert reconstruction_psnr(vae, images) > reconstruction_psnr(untrained, images) + 2
 
 
+@pytest.mark.slow
 def test_resume_continues_from_the_checkpoint_exactly(tmp_path):
     settings = dict(steps=12, checkpoint_every=6, log_every=1, seed=3, **TINY)
     straight = train_vae(rectangles, tmp_path / "straight", **settings)
@@ -99,6 +101,7 @@ def test_wrong_image_size_is_reported(tmp_path):
         train_vae(lambda rng, n: [Image.new("RGB", (48, 48))] * n, tmp_path, steps=1, **TINY)
 
 
+@pytest.mark.slow
 def test_decoder_finetuning_changes_only_the_decoder_and_lowers_its_error(tmp_path):
     train_vae(rectangles, tmp_path, steps=20, lr=3e-3, **TINY)
     before = vae_io.load_vae(tmp_path)
@@ -114,6 +117,7 @@ def test_decoder_finetuning_changes_only_the_decoder_and_lowers_its_error(tmp_pa
     assert after.config.scaling_factor == before.config.scaling_factor  # the latent space is the same
 
 
+@pytest.mark.slow
 def test_decoder_finetuning_resumes_exactly_and_is_not_repeated(tmp_path):
     train_vae(rectangles, tmp_path / "base", steps=10, lr=3e-3, **TINY)
     for name in ("straight", "resumed"):

@@ -18,6 +18,7 @@ if not CHROMIUM.exists():
                 allow_module_level=True)
 sync_api = pytest.importorskip("playwright.sync_api", reason="the playwright Python package is not installed")
 expect = sync_api.expect
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 from omnigen.pipeline import DEFAULT_MODEL  # noqa: E402
 from omnigen.png import read_settings  # noqa: E402

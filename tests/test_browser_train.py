@@ -20,6 +20,7 @@ if not (MODEL / "model.safetensors").is_file():
     pytest.skip(f"the embedded model is missing ({MODEL})", allow_module_level=True)
 sync_api = pytest.importorskip("playwright.sync_api", reason="the playwright Python package is not installed")
 expect = sync_api.expect
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 from app.train_tab import build_train_tab  # noqa: E402
 from omnigen.png import read_settings  # noqa: E402

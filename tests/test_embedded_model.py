@@ -27,6 +27,7 @@ def test_folder_layout_and_size():
     assert config["native_image_size"] == 64
 
 
+@pytest.mark.slow
 def test_loads_through_the_ordinary_pipeline(pipe):
     assert pipe.native_size == 64 and pipe.model_id.endswith("omnigen-mini")
     image = pipe("a red circle at the center on a white background", num_inference_steps=10, seed=0).images[0]
@@ -34,7 +35,7 @@ def test_loads_through_the_ordinary_pipeline(pipe):
 
 
 # The shipped model on the first SAMPLES of each row of the evaluation set (30 steps, guidance 2.5 / 1.6, as
-# in the README's table). Measured: 55 of 60 passed; the floors are the mean judge scores less 0.15 for other
+# in docs/omnigen-mini.md's table). Measured: 55 of 60 passed; the floors are the mean judge scores less 0.15 for other
 # CPUs' rounding (one sample moving by 0.6 moves a mean by 0.15), capped at 0.85. The previous model (6 layers,
 # 64,550 steps) passes 54; the one before it (56,500) 51; the one before that (46,000) 48, one under
 # MIN_PASSED; at 35,925 steps the model passes 46 and is below the edit floor (0.83); at 25,675
@@ -61,6 +62,8 @@ MIN_MEAN_SCORE = {
 }
 
 
+@pytest.mark.slow
+@pytest.mark.quality
 def test_a_small_eval_sample_passes_the_judge(pipe):
     from omnigen.mini.eval import evaluate, format_table
 
@@ -80,6 +83,8 @@ def test_a_small_eval_sample_passes_the_judge(pipe):
 MIN_VAE_CEILING = {"text_to_image": 0.5}
 
 
+@pytest.mark.slow
+@pytest.mark.quality
 def test_its_vae_renders_what_the_judge_checks(pipe):
     from omnigen.mini.eval import vae_ceiling
 
@@ -94,6 +99,8 @@ def readme_python_example() -> str:
     return section[section.index("```python\n") + len("```python\n"):section.index("\n```\n")]
 
 
+@pytest.mark.slow
+@pytest.mark.quality
 def test_the_readme_python_example_draws_what_it_says(tmp_path, monkeypatch):
     """The README's first Python block runs as written and its two pictures pass the judge: a user who
     copies it sees a large red circle at the top left and a small blue square at the bottom right, then

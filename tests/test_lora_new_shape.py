@@ -19,6 +19,7 @@ pytestmark = [pytest.mark.usefixtures("one_torch_thread"),
               pytest.mark.skipif(not (MODEL / "model.safetensors").is_file(),
                                  reason=f"the embedded model is missing ({MODEL}); build it with "
                                         "`python -m omnigen.mini.recipe --out assets/omnigen-mini`")]
+pytestmark += [pytest.mark.slow, pytest.mark.quality]
 
 
 def count_rectangles(pipe, cases) -> tuple[int, int]:

@@ -128,6 +128,7 @@ def adapter_weights(folder: Path) -> dict[str, torch.Tensor]:
     return load_file(str(folder / "adapter_model.safetensors"))
 
 
+@pytest.mark.slow
 def test_stop_keeps_a_loadable_adapter_and_resume_continues_at_the_same_step(pipe, tmp_path):
     whole = train_lora(pipe, studio_rows(), config(tmp_path / "whole", steps=6, checkpoint_every=3))
 

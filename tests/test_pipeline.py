@@ -48,6 +48,7 @@ def test_guidance_changes_the_result(tiny_pipe):
     assert (run(tiny_pipe, 1) - run(tiny_pipe, 1, img_guidance_scale=3.0)).abs().max() > 1e-3
 
 
+@pytest.mark.slow
 def test_batch_of_prompts_equals_prompts_alone(tiny_pipe):
     """Left padding and per-row rotary embeddings: a prompt's image does not depend on its neighbours."""
     prompts = [PROMPTS[1][0], PROMPTS[3][0]]

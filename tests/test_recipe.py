@@ -25,6 +25,7 @@ def built(tmp_path_factory):
     return out, work
 
 
+@pytest.mark.slow
 def test_writes_a_folder_the_pipeline_loads(built):
     from omnigen import OmniGenPipeline
 
@@ -46,6 +47,7 @@ def test_writes_a_folder_the_pipeline_loads(built):
     assert image.size == (64, 64)
 
 
+@pytest.mark.slow
 def test_a_rerun_resumes_every_stage(built, monkeypatch):
     out, work = built
     tokenizer = (work / "tokenizer" / "tokenizer.json").stat().st_mtime_ns
@@ -92,6 +94,7 @@ def test_the_pool_is_named_by_what_it_is_drawn_from(tmp_path):
     assert pool_path(base, tmp_path) != pool_path(tiny_recipe(pool_per_family=3), tmp_path)
 
 
+@pytest.mark.slow
 def test_init_from_a_shallower_model_deepens_it(built, tmp_path):
     from omnigen import OmniGenPipeline
 

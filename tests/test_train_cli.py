@@ -7,12 +7,14 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from PIL import Image
 
 from omnigen import OmniGenPipeline
 
 REPO = Path(__file__).resolve().parent.parent
 COLOURS = {"red": (230, 30, 30), "blue": (20, 40, 200), "green": (60, 190, 70), "yellow": (240, 220, 30)}
+pytestmark = pytest.mark.slow
 
 
 def write_jsonl(root: Path, missing: str | None = None) -> Path:

@@ -178,6 +178,7 @@ def run_to_end(studio, rows, settings, resume=False, stop_at=None):
     return view, Path(config.out_dir)
 
 
+@pytest.mark.slow
 def test_a_stopped_run_keeps_its_adapter_and_resume_continues_it(studio, pictures):
     rows = [["a red square", [], str(pictures[0])], ["a blue square", [], str(pictures[2])]]
     view, run_dir = run_to_end(studio, rows, tiny_settings(6), stop_at=2)

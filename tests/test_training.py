@@ -77,6 +77,7 @@ def small_config(out_dir: Path, **overrides) -> TrainConfig:
     return TrainConfig(**{**settings, **overrides})
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("precision", ["no", "bf16"])
 def test_loss_of_tiny_model_falls_by_half(model_dir, vae, processor, tmp_path, precision):
     config = TrainConfig(out_dir=str(tmp_path / "run"), steps=100, batch_size=4, learning_rate=3e-3, warmup_steps=10,
@@ -103,6 +104,7 @@ def run_losses(out_dir: Path) -> dict[int, float]:
     return {row["step"]: row["loss"] for row in read_loss_log(out_dir / "loss.csv")}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("streamed", [False, True], ids=["list", "generator"])
 def test_stop_then_resume_continues_like_an_uninterrupted_run(model_dir, vae, processor, tmp_path, streamed):
     def data():
