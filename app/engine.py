@@ -26,6 +26,7 @@ import numpy as np
 from PIL import Image
 
 from omnigen.errors import user_message
+from omnigen.files import atomic_write_bytes
 from omnigen.png import save_png
 from omnigen.processor import load_image
 from omnigen.settings import GenerationSettings
@@ -152,9 +153,7 @@ class Studio:
         target = self.output_dir / "examples" / f"{file_digest(str(source))[:16]}{source.suffix.lower()}"
         if not target.is_file():
             target.parent.mkdir(parents=True, exist_ok=True)
-            temporary = target.with_name(f".{uuid.uuid4().hex}{target.suffix}")
-            temporary.write_bytes(source.read_bytes())
-            temporary.replace(target)
+            atomic_write_bytes(target, source.read_bytes())
         return str(target)
 
     def make_condition(self, kind: str, path: str) -> str:

@@ -29,30 +29,25 @@ Off with `python app.py --no-train` or OMNIGEN_DISABLE_TRAINING=1 (shared hosts 
 from __future__ import annotations
 
 import functools
-import json
 import logging
 import os
-import re
-import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import gradio as gr
-import pandas as pd
 
-from omnigen.training import DatasetError, LoraSettings, RowsDataset, TrainConfig, latest_checkpoint
+from omnigen.training import DatasetError, RowsDataset, TrainConfig
 
 from . import train_data
-from omnigen.errors import is_out_of_memory
-
 from .engine import GPU_QUEUE, Studio
-from .jobs import PipelineBusy, Training, run_in_worker
+from .jobs import PipelineBusy, Training
+# The runs themselves (settings -> TrainConfig, folders, the worker, what the page shows): app/train_runs.py.
+from .train_runs import (TrainingView, earlier_losses, event_update, loss_frame, prepare_run, reached_step,
+                         run_of_adapter, training_events)
 
 log = logging.getLogger("omnigen.studio")
 
 DISABLE_ENV = "OMNIGEN_DISABLE_TRAINING"
-RUNS = "lora-runs"
 EXAMPLE_NAME = "rectangle"
 # Page settings, in the order their widgets are passed to handlers.
 SETTINGS = ("name", "rank", "alpha", "learning_rate", "steps", "batch_size", "resolution", "targets",
@@ -74,211 +69,6 @@ def training_disabled() -> bool:
     if value:
         return value in ("1", "true", "yes", "on")
     return bool(os.environ.get("SPACE_ID"))
-
-
-# ----------------------------------------------------------------------------- what the page shows of a run
-
-
-@dataclass
-class TrainingView:
-    """What the page knows of a run, updated event by event (see omnigen.training.train for the events)."""
-
-    total: int
-    name: str
-    step: int = 0
-    losses: list[tuple[int, float]] = field(default_factory=list)
-    eta_s: float | None = None
-    elapsed_s: float = 0.0
-    samples: list[tuple[str, str]] = field(default_factory=list)  # (picture, its validation prompt)
-    sample_step: int | None = None
-    adapter: str | None = None
-    adapter_step: int | None = None
-    finished: bool = False
-    stopped: bool = False
-    stopping: bool = False
-
-    def apply(self, event: dict) -> None:
-        kind = event.get("type")
-        if kind == "step":
-            self.step, self.eta_s, self.elapsed_s = int(event["step"]), event.get("eta_s"), event["elapsed_s"]
-            self.losses.append((self.step, float(event["loss"])))
-        elif kind == "checkpoint" and event.get("adapter"):
-            self.adapter, self.adapter_step = event["adapter"], int(event["step"])
-        elif kind == "samples":
-            self.samples = list(zip(event["paths"], event["prompts"]))
-            self.sample_step = int(event["step"])
-        elif kind == "done":
-            self.step, self.finished, self.stopped = int(event["step"]), True, bool(event["stopped"])
-            self.adapter = event.get("adapter") or self.adapter
-            self.adapter_step = self.step if event.get("adapter") else self.adapter_step
-
-
-def loss_frame(losses: list[tuple[int, float]]) -> pd.DataFrame:
-    """The loss plot's data: one row per logged step."""
-    return pd.DataFrame({"step": [s for s, _ in losses], "loss": [v for _, v in losses]}).astype(
-        {"step": "int64", "loss": "float64"})
-
-
-def duration(seconds: float | None) -> str:
-    if seconds is None:
-        return "?"
-    seconds = int(round(seconds))
-    return f"{seconds // 60} min {seconds % 60:02d} s" if seconds >= 60 else f"{seconds} s"
-
-
-def progress_text(view: TrainingView) -> str:
-    """One line for the status box: where the run is, its loss, how long it has run and has left."""
-    loss = f" · loss {view.losses[-1][1]:.4f}" if view.losses else ""
-    if view.finished:
-        how = f"Stopped at step {view.step} of {view.total}" if view.stopped else f"Done: {view.step} steps"
-        kept = (f" The adapter (step {view.adapter_step}) is ready: **Use in Generate tab** below."
-                if view.adapter else " No adapter was saved.")
-        return f"{how}{loss} · {duration(view.elapsed_s)}.{kept}"
-    percent = 100 * view.step // max(view.total, 1)
-    eta = f" · about {duration(view.eta_s)} left" if view.eta_s is not None else ""
-    stopping = " · stopping after this step..." if view.stopping else ""
-    return (f"Training `{view.name}`: step {view.step} of {view.total} ({percent}%){loss} · "
-            f"{duration(view.elapsed_s)} so far{eta}{stopping}")
-
-
-# ----------------------------------------------------------------------------- settings and runs
-
-
-def adapter_name(text: str | None) -> str:
-    """A name safe for a folder and for peft (letters, digits, - and _), from what the user typed."""
-    name = re.sub(r"[^A-Za-z0-9_-]+", "_", (text or "").strip()).strip("_-")[:48]
-    if not name:
-        raise ValueError("Give the adapter a name (letters, digits, - and _), e.g. 'rectangle'.")
-    return name
-
-
-def validation_prompts(text: str | None) -> list[str]:
-    return [line.strip() for line in (text or "").splitlines() if line.strip()]
-
-
-def page_config(values: dict[str, Any], out_dir: Path, resume: bool, precision: str = "no") -> TrainConfig:
-    """The TrainConfig for the page's settings; raises ValueError naming the first setting that cannot work."""
-    steps = _whole(values["steps"], "Steps")
-    resolution = _whole(values["resolution"], "Resolution")
-    if resolution < 16 or resolution % 16:
-        raise ValueError(f"Resolution must be a multiple of 16 (at least 16), got {resolution}.")
-    alpha = float(values["alpha"] or 0)
-    config = TrainConfig(
-        out_dir=str(out_dir), steps=steps, batch_size=_whole(values["batch_size"], "Batch size"),
-        learning_rate=float(values["learning_rate"] or 0), mixed_precision=precision,
-        # One page setting for both dropouts: each keeps one guidance branch (text, image) trained.
-        condition_dropout=float(values["condition_dropout"]),
-        image_condition_dropout=float(values["condition_dropout"]),
-        resolution_stages=[(0, resolution)], encode_latents_once=True, log_every=1,
-        checkpoint_every=max(steps // 4, 1), keep_checkpoints=1, resume=resume,
-        lora=LoraSettings(rank=_whole(values["rank"], "Rank"), alpha=alpha if alpha > 0 else None,
-                          targets=values["targets"], name=adapter_name(values["name"])),
-        validation_prompts=validation_prompts(values["validation_prompts"]),
-        sample_every=_whole(values["sample_every"] or 0, "Sample every", minimum=0),
-        sample_guidance_scale=float(values["sample_guidance"]))
-    config.check()
-    return config
-
-
-def _whole(value: Any, label: str, minimum: int = 1) -> int:
-    if value is None or float(value) != int(float(value)) or int(float(value)) < minimum:
-        raise ValueError(f"{label} must be a whole number of at least {minimum}, got {value!r}.")
-    return int(float(value))
-
-
-def precision_for(pipe) -> str:
-    """Train in the precision the pipeline computes in (its frozen base is not copied to fp32)."""
-    return {"bfloat16": "bf16", "float16": "fp16"}.get(str(pipe.dtype).replace("torch.", ""), "no")
-
-
-RUN_FOLDER = re.compile(r"^(?P<name>.+)-\d{8}-\d{6}$")
-
-
-def new_run_folder(output_dir: Path, name: str) -> Path:
-    return Path(output_dir) / RUNS / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
-
-
-def newest_run_folder(output_dir: Path, name: str) -> Path | None:
-    """The newest run of adapter `name` that has a checkpoint to resume from, or None."""
-    runs = sorted(p for p in (Path(output_dir) / RUNS).glob(f"{name}-*")
-                  if (m := RUN_FOLDER.match(p.name)) and m["name"] == name and latest_checkpoint(p) is not None)
-    return runs[-1] if runs else None
-
-
-def reached_step(run: Path) -> int:
-    """The step of a run's latest complete checkpoint."""
-    state = json.loads((latest_checkpoint(run) / "trainer_state.json").read_text(encoding="utf-8"))
-    return int(state["step"])
-
-
-def run_of_adapter(studio: Studio, adapter: str | None) -> tuple[Path, str]:
-    """(adapter folder, its name) for a path the page shows; only adapters of this studio's runs."""
-    runs = (studio.output_dir / RUNS).resolve()
-    path = Path(adapter or "").resolve()
-    match = RUN_FOLDER.match(path.parent.name)
-    if not adapter or path.parent.parent != runs or path.name != "adapter" or not match or not path.is_dir():
-        raise ValueError("No trained adapter yet: train one (or load the example and press Start) first.")
-    return path, match["name"]
-
-
-def training_message(error: BaseException) -> str:
-    """A sentence for the page, never a stack trace."""
-    if isinstance(error, DatasetError):
-        return train_data.problems_message(error)
-    if is_out_of_memory(error):
-        return "Out of memory while training: lower Batch size or Resolution, or the rank."
-    if isinstance(error, (ValueError, FileNotFoundError, FloatingPointError)):
-        return str(error)
-    if isinstance(error, RuntimeError) and "out of GPU memory" in str(error):
-        return str(error)
-    log.error("training failed", exc_info=error)
-    return f"The training failed ({type(error).__name__}). The server log has the details; try other settings."
-
-
-# ----------------------------------------------------------------------------- the one run of the server
-
-
-def training_events(studio: Studio, dataset: RowsDataset, config: TrainConfig, run: Training):
-    """Run train_lora on the studio's pipeline in a worker thread, holding the pipeline alone, and yield its
-    events; a failure comes as {"type": "failed", "message"}. Closing the generator stops the run (after its
-    current step, with a checkpoint) and waits for the worker, so the model is free when it returns."""
-    from omnigen.training import train_lora
-
-    def work(emit, stop) -> None:
-        train_lora(studio.pipe, dataset, config, callback=emit, stop=stop)
-
-    with studio.live.use.exclusively(f"training the LoRA {config.lora.name!r}"):
-        yield from run_in_worker(work, run.stop, lambda error: {"type": "failed", "message": training_message(error)},
-                                 "omnigen-train")
-
-
-def prepare_run(studio: Studio, rows: list, settings: dict[str, Any], resume: bool) -> tuple[RowsDataset, TrainConfig]:
-    """The checked dataset and config of a Start or Resume press; a gr.Error that says what to fix."""
-    try:
-        name = adapter_name(settings["name"])
-        out_dir = newest_run_folder(studio.output_dir, name) if resume else new_run_folder(studio.output_dir, name)
-        if out_dir is None:
-            raise ValueError(f"There is no run of {name!r} to resume (runs are kept in the output folder's {RUNS}/); "
-                             "press Start for a new one, or type the name of an earlier run.")
-        config = page_config(settings, out_dir, resume, precision_for(studio.pipe))
-        if resume and reached_step(out_dir) >= config.steps:
-            raise ValueError(f"The run {out_dir.name} already reached step {reached_step(out_dir)}; set Steps above "
-                             "that to train further.")
-        dataset = RowsDataset(rows or [], name="the training rows").validate()
-    except DatasetError as error:
-        raise gr.Error(train_data.problems_message(error, studio.output_dir), duration=None,
-                       title="Training data problems") from None
-    except ValueError as error:
-        raise gr.Error(training_message(error)) from None
-    return dataset, config
-
-
-def earlier_losses(out_dir: Path, up_to: int) -> list[tuple[int, float]]:
-    """A resumed run's plot starts with the losses logged up to its checkpoint."""
-    from omnigen.training import read_loss_log
-
-    path = out_dir / "loss.csv"
-    return [(r["step"], r["loss"]) for r in read_loss_log(path) if r["step"] <= up_to] if path.is_file() else []
 
 
 # ----------------------------------------------------------------------------- the tab
@@ -523,19 +313,6 @@ def stream_run(studio: Studio, dataset: RowsDataset, config: TrainConfig, run: T
         raise gr.Error(str(error)) from None
     finally:
         events.close()  # on a closed page too: stops the worker and waits for it
-
-
-def event_update(view: TrainingView, event: dict, outputs: tuple) -> dict:
-    status, plot, samples, adapter_box, use_button = outputs
-    update: dict = {status: progress_text(view)}
-    if event["type"] == "step":
-        update[plot] = loss_frame(view.losses)
-    elif event["type"] == "samples":
-        update[samples] = gr.Gallery(value=list(view.samples), label=f"Validation samples at step {view.sample_step}")
-    if event["type"] in ("checkpoint", "done") and view.adapter:
-        update[adapter_box] = view.adapter
-        update[use_button] = gr.Button(interactive=True)
-    return update
 
 
 # ----------------------------------------------------------------------------- wiring: using the adapter

@@ -9,27 +9,22 @@ back into widget values. Errors a user can cause come back as gr.Error sentences
 
 from __future__ import annotations
 
-import base64
-import io
 import random
 from collections.abc import Callable, Sequence
-from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
 import gradio as gr
-from PIL import Image
 
-from omnigen.presets import PRESETS, example_settings, examples_for, get_preset, preset_parts
-from omnigen.processor import load_image
+from omnigen.presets import PRESETS
 from omnigen.settings import GenerationSettings, parse_value, setting_field, setting_names, value_type
 
 from . import history as hist
-from .compose import mask_from_layers
 from .engine import (GPU_QUEUE, MAX_INPUT_IMAGES, DoneEvent, FailedEvent, GenerationJob, StepEvent, Studio,
                      gpu_job_events, python_snippet, set_studio)
-from .prompt_editing import image_problems, insert_image_tag, move_image, move_item, remove_image, remove_item
-from .prompt_editing import render_prompt_html
+from .presets_ui import build_preset_picker, wire_presets
+from .prompt_editing import image_problems
+from .prompt_ui import build_image_slots, mask_for_job, render_prompt, wire_mask, wire_prompt_editing
 
 TabBuilder = Callable[[Studio], None]
 
@@ -54,10 +49,6 @@ CSS = """
 #prompt-preview .prompt-ok { color: #2e7d32; margin-top: 6px; }
 .slot-buttons button { min-width: 0 !important; padding: 2px 6px !important; }
 """
-
-# Reads the caret of the prompt box so "insert" puts the picture where the user is typing.
-CARET_JS = ("(text, position) => { const box = document.querySelector('#prompt textarea');"
-            " return [text, box && box.selectionStart != null ? box.selectionStart : (text || '').length]; }")
 
 
 # ----------------------------------------------------------------------------- the app
@@ -187,44 +178,6 @@ def wire_generation(studio: Studio, page: dict, shown: dict) -> None:
                                                             *panel.values()], api_visibility="private")
 
 
-def wire_mask(page: dict) -> None:
-    editor = page["mask_editor"]
-    page["mask_load"].click(load_mask_background, page["slots"][0], editor, api_visibility="private")
-    # A mask belongs to one picture: a new image 1 clears it rather than confine the edit of another.
-    page["slots"][0].change(lambda: None, None, editor, queue=False, show_progress="hidden",
-                            api_visibility="private")
-    # .input fires when a stroke ends (the editor sends no .change for strokes); .change covers a new picture.
-    for event in (editor.input, editor.change):
-        event(describe_mask, editor, page["mask_info"], show_progress="hidden", trigger_mode="always_last",
-              concurrency_limit=None, api_visibility="private")
-
-
-def build_preset_picker():
-    choices = [(p.title, p.name) for p in PRESETS.values()]
-    preset = gr.Radio(choices, value="text_to_image", label="Task preset", elem_id="preset")
-    preset_info = gr.Markdown(preset_markdown("text_to_image"), elem_id="preset-info")
-    variant = gr.Radio([], label="Variant", visible=False, elem_id="preset-variant")
-    examples = gr.Dataset(components=[gr.Textbox(visible=False)], samples=example_samples("text_to_image"),
-                          type="index", label="Examples (click one to load it)", elem_id="examples",
-                          samples_per_page=4)
-    return preset, preset_info, variant, examples
-
-
-def build_image_slots():
-    slots, buttons = [], []
-    with gr.Row(equal_height=True):
-        for k in SLOTS:
-            with gr.Column(min_width=110):
-                slots.append(gr.Image(type="filepath", image_mode=None, sources=["upload", "clipboard"],
-                                      label=f"image {k}", height=130, format="png", elem_id=f"image-{k}"))
-                with gr.Row(elem_classes="slot-buttons"):
-                    buttons.append((gr.Button("insert", size="sm", elem_id=f"insert-{k}"),
-                                    gr.Button("◀", size="sm", elem_id=f"move-left-{k}", interactive=k > 1),
-                                    gr.Button("✕", size="sm", elem_id=f"remove-{k}")))
-    caret = gr.Number(0, visible=False, precision=0)
-    return slots, buttons, caret
-
-
 def setting_widget(name: str, value: Any, top: int, **layout: Any) -> Any:
     """A widget for one generation setting: label, range, step and choices come from omnigen.settings."""
     spec = setting_field(name)
@@ -287,165 +240,6 @@ def change_offload(studio: Studio, mode: str) -> str:
     return studio.pipe.offload or "none"
 
 
-# ----------------------------------------------------------------------------- presets and examples
-
-
-def preset_markdown(name: str, labels: Sequence[str] | None = None) -> str:
-    preset = get_preset(name)
-    labels = preset.image_labels if labels is None else labels
-    needs = ", ".join(f"**image {k}**: {label}" for k, label in enumerate(labels, start=1)) or "no input image"
-    tips = "; ".join(f"{key.replace('_', ' ')} = {value}" for key, value in preset.settings.items())
-    return f"{preset.description}  \nNeeds {needs}.  \nRecommended: {tips}."
-
-
-def example_samples(name: str) -> list[list[str]]:
-    return [[example.title or example.prompt] for example in examples_for(name)] or [["(no examples yet)"]]
-
-
-def slot_label_updates(labels: Sequence[str], values: Sequence[str | None] | None = None) -> list[Any]:
-    """Slot widgets labelled with what each image must show; with `values`, also filled."""
-    updates = []
-    for k in SLOTS:
-        label = f"image {k}: {labels[k - 1]}" if k <= len(labels) else f"image {k}"
-        updates.append(gr.Image(label=label) if values is None else gr.Image(values[k - 1], label=label))
-    return updates
-
-
-def wire_presets(studio: Studio, page: dict) -> None:
-    preset, variant, prompt = page["preset"], page["variant"], page["prompt"]
-    slots, panel, examples = page["slots"], page["panel"], page["examples"]
-    recommended = [panel["guidance_scale"], panel["img_guidance_scale"], panel["output_size"]]
-
-    def choose(name: str):
-        chosen = get_preset(name)
-        variants = [label for label, _ in chosen.variants]
-        condition = {"canny": "Make an edge map from my picture in image 1",
-                     "silhouette": "Make a flat depth map (foreground silhouettes) from my picture in image 1"}
-        return [chosen.template, preset_markdown(name),
-                gr.Radio(variants, value=variants[0] if variants else None, visible=bool(variants)),
-                gr.Dataset(samples=example_samples(name)),
-                *settings_updates(chosen.settings), *slot_label_updates(chosen.image_labels),
-                gr.Group(visible=name == "fewshot"),
-                gr.Button(condition.get(chosen.condition, ""), visible=chosen.condition is not None),
-                gr.Accordion(visible=chosen.is_edit)]
-
-    # .input, not .change: a preset restored by "reuse" must not overwrite the restored prompt.
-    preset.input(choose, preset, [prompt, page["preset_info"], variant, examples, *recommended, *slots,
-                                  page["fewshot_group"], page["condition_button"], page["mask_group"]],
-                 api_visibility="private")
-    variant.input(lambda name, label: dict(get_preset(name).variants).get(label, gr.skip()), [preset, variant],
-                  prompt, api_visibility="private")
-
-    def build_fewshot(count: float):
-        template, labels, settings = preset_parts("fewshot", int(count))
-        return [template, preset_markdown("fewshot", labels), *settings_updates(settings),
-                *slot_label_updates(labels)]
-
-    page["fewshot_build"].click(build_fewshot, page["fewshot_pairs"], [prompt, page["preset_info"], *recommended,
-                                                                       *slots], api_visibility="private")
-
-    def load_example(index: int, name: str):
-        chosen = examples_for(name)
-        if not chosen or not 0 <= index < len(chosen):
-            raise gr.Error("This preset has no examples yet (assets/examples/examples.json).")
-        example = chosen[index]
-        missing = example.missing_files()
-        if missing:
-            raise gr.Error(f"The example's pictures are missing: {', '.join(Path(m).name for m in missing)}.")
-        files = [studio.import_file(path) for path in example.images]
-        labels = get_preset(name).image_labels
-        if name == "fewshot" and len(files) % 2 == 1:
-            labels = preset_parts("fewshot", len(files) // 2)[1]
-        padded = (files + [None] * MAX_INPUT_IMAGES)[:MAX_INPUT_IMAGES]
-        return [example.prompt, *slot_label_updates(labels, padded), *settings_updates(example_settings(example))]
-
-    examples.click(load_example, [examples, preset], [prompt, *slots, *recommended], api_visibility="private")
-
-    def make_condition(name: str, image: str | None):
-        kind = get_preset(name).condition
-        if kind is None:
-            raise gr.Error("This preset takes no condition map.")
-        if not image:
-            raise gr.Error("Upload your picture as image 1 first; it is replaced by the map.")
-        try:
-            return studio.make_condition(kind, image)
-        except ValueError as error:
-            raise gr.Error(f"Image 1: {error}") from None
-
-    page["condition_button"].click(make_condition, [preset, slots[0]], slots[0], api_visibility="private")
-
-
-def settings_updates(settings: dict[str, Any]) -> list[Any]:
-    """Widget values for guidance, image guidance (kept if absent) and output size (width x height if absent)."""
-    size_source = settings.get("use_input_image_size_as_output", False)  # absent: width x height
-    size_source = 1 if size_source is True else int(size_source or 0)
-    return [settings.get("guidance_scale", gr.skip()), settings.get("img_guidance_scale", gr.skip()), size_source]
-
-
-# ----------------------------------------------------------------------------- prompt editing
-
-
-@lru_cache(maxsize=64)
-def _thumbnail(path: str, modified: float) -> str | None:
-    try:
-        picture = load_image(path)
-    except ValueError:
-        return None
-    picture.thumbnail((96, 96))
-    buffer = io.BytesIO()
-    picture.save(buffer, format="PNG")
-    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
-
-
-def thumbnail(path: str | None) -> str | None:
-    if not path or not Path(path).is_file():
-        return None
-    return _thumbnail(path, Path(path).stat().st_mtime)
-
-
-def render_prompt(text: str, slots: Sequence[str | None]) -> str:
-    thumbnails = {k: uri for k, path in enumerate(slots, start=1) if (uri := thumbnail(path))}
-    return render_prompt_html(text or "", thumbnails, image_problems(text or "", list(slots)))
-
-
-def wire_prompt_editing(page: dict) -> None:
-    prompt, slots, caret, prompt_view = page["prompt"], page["slots"], page["caret"], page["prompt_view"]
-    for component in [prompt, *slots]:
-        component.change(lambda text, *images: render_prompt(text, images), [prompt, *slots], prompt_view,
-                         queue=False, show_progress="hidden", api_visibility="private")
-    for k, (insert, left, remove) in zip(SLOTS, page["slot_buttons"]):
-        insert.click(lambda text, position, k=k: insert_image_tag(text or "", int(position or 0), k),
-                     [prompt, caret], prompt, js=CARET_JS, api_visibility="private")
-
-        def move_left(text, *images, k=k):
-            if k == 1 or images[k - 1] is None:
-                return gr.skip(), *[gr.skip()] * len(images)
-            return move_image(text or "", k, k - 1, len(images)), *move_item(list(images), k, k - 1)
-
-        def remove_slot(text, *images, k=k):
-            return remove_image(text or "", k), *remove_item(list(images), k)
-
-        left.click(move_left, [prompt, *slots], [prompt, *slots], api_visibility="private")
-        remove.click(remove_slot, [prompt, *slots], [prompt, *slots], api_visibility="private")
-
-
-def describe_mask(editor: dict | None) -> str:
-    background = (editor or {}).get("background")
-    if background is None:
-        return "No mask: the whole picture may change."
-    mask = mask_from_layers(editor.get("layers") or [], (background.shape[1], background.shape[0]))
-    if mask is None:
-        return "No mask painted: the whole picture may change."
-    return (f"Mask: {100 * mask.mean():.0f}% of image 1 may change; everywhere else the result keeps "
-            "image 1's own pixels.")
-
-
-def load_mask_background(image: str | None):
-    if not image:
-        raise gr.Error("Upload the picture to edit as image 1 first.")
-    return {"background": image, "layers": [], "composite": image}
-
-
 # ----------------------------------------------------------------------------- running
 
 
@@ -470,19 +264,6 @@ def page_values_from_settings(settings: dict[str, Any], ui: dict[str, Any] | Non
         if key in settings and key not in values:
             values[key] = settings[key]
     return [values.get(key, gr.skip()) for key in FIELDS]
-
-
-def mask_for_job(preset: str, editor: dict | None, image_1: str | None):
-    """The painted mask over image 1 (edit presets only), or None. A mask on another picture is refused."""
-    if not get_preset(preset).is_edit or not editor or not editor.get("layers") or not image_1:
-        return None
-    background = editor.get("background")
-    with Image.open(image_1) as picture:
-        size = picture.size
-    if background is not None and abs(background.shape[1] / background.shape[0] - size[0] / size[1]) > 0.02:
-        raise gr.Error("The mask was painted on another picture than image 1: click 'Paint a mask on image 1' "
-                       "again and repaint.")
-    return mask_from_layers(editor["layers"], size)
 
 
 # Cancel sets the page's stop flag in studio.live; the running (or queued) Generate reads it between steps.

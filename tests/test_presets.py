@@ -1,6 +1,5 @@
 """Presets (templates, settings, examples), the condition helpers, and the edit mask's pixel fidelity."""
 
-import inspect
 import json
 
 import numpy as np
@@ -10,13 +9,13 @@ from PIL import Image
 from app.compose import composite_edit, keep_outside_mask, mask_from_image, mask_from_layers
 from app.prompt_editing import tag_ids
 from omnigen.conditions import canny_edges, make_condition, silhouette_depth
-from omnigen.pipeline import OmniGenPipeline
 from omnigen.presets import (DEFAULT_EXAMPLES_DIR, EXAMPLES_FILE, PRESETS, example_settings, get_preset,
                              load_examples, preset_parts)
 from omnigen.processor import crop_to_multiple_of_16, parse_image_tags
+from omnigen.settings import GenerationSettings, setting_names
 
 REQUIRED = ("text_to_image", "edit", "tryon", "pose", "depth", "edges", "subject", "extraction", "fewshot")
-PIPELINE_ARGUMENTS = set(inspect.signature(OmniGenPipeline.__call__).parameters)
+PIPELINE_ARGUMENTS = set(setting_names())  # what OmniGenPipeline.__call__ takes as keyword changes
 
 
 def test_every_task_of_the_issue_has_a_preset():
@@ -32,6 +31,7 @@ def test_a_preset_has_a_runnable_template_and_pipeline_settings(name):
     assert parse_image_tags(preset.template, preset.num_images) == tag_ids(preset.template)
     assert set(tag_ids(preset.template)) == set(range(1, preset.num_images + 1))
     assert preset.settings and set(preset.settings) <= PIPELINE_ARGUMENTS
+    GenerationSettings().replace(**preset.settings).check()
     size_source = preset.settings.get("use_input_image_size_as_output", False)
     assert size_source is False or 1 <= int(size_source) <= preset.num_images
     for _, template in preset.variants:

@@ -11,7 +11,7 @@ import pytest
 import torch
 from PIL import Image
 
-from app import train_data, train_tab
+from app import train_data, train_runs, train_tab
 from app.engine import FailedEvent, GenerationJob, Studio, job_events, set_studio
 from app.jobs import LiveState, PipelineBusy, PipelineUse
 from omnigen.settings import GenerationSettings
@@ -118,40 +118,40 @@ def test_the_example_dataset_is_sixteen_rectangles_in_the_output_folder(tmp_path
 
 
 def test_events_become_plot_rows_progress_samples_and_the_adapter():
-    view = train_tab.TrainingView(total=10, name="rect")
+    view = train_runs.TrainingView(total=10, name="rect")
     view.apply({"type": "step", "step": 1, "loss": 0.5, "lr": 1e-3, "eta_s": 90.0, "elapsed_s": 10.0})
     view.apply({"type": "step", "step": 2, "loss": 0.25, "lr": 1e-3, "eta_s": 80.0, "elapsed_s": 20.0})
-    assert train_tab.progress_text(view) == ("Training `rect`: step 2 of 10 (20%) · loss 0.2500 · 20 s so far · "
+    assert train_runs.progress_text(view) == ("Training `rect`: step 2 of 10 (20%) · loss 0.2500 · 20 s so far · "
                                              "about 1 min 20 s left")
-    frame = train_tab.loss_frame(view.losses)
+    frame = train_runs.loss_frame(view.losses)
     assert frame["step"].tolist() == [1, 2] and frame["loss"].tolist() == [0.5, 0.25]
-    assert str(frame["step"].dtype) == "int64" and train_tab.loss_frame([]).empty
+    assert str(frame["step"].dtype) == "int64" and train_runs.loss_frame([]).empty
     view.apply({"type": "checkpoint", "step": 2, "path": "c", "adapter": "/runs/rect/adapter"})
     view.apply({"type": "samples", "step": 2, "paths": ["a.png", "b.png"], "prompts": ["p1", "p2"]})
     assert view.samples == [("a.png", "p1"), ("b.png", "p2")] and view.sample_step == 2
     view.apply({"type": "done", "step": 3, "stopped": True, "checkpoint": "c3", "adapter": "/runs/rect/adapter"})
-    text = train_tab.progress_text(view)
+    text = train_runs.progress_text(view)
     assert text.startswith("Stopped at step 3 of 10") and "adapter (step 3) is ready" in text
 
 
 def test_page_settings_become_a_lora_train_config(tmp_path, studio):
     values = train_tab.example_settings(studio)
-    config = train_tab.page_config(values, tmp_path / "run", resume=False)
+    config = train_runs.page_config(values, tmp_path / "run", resume=False)
     assert (config.steps, config.batch_size, config.learning_rate) == (150, 16, 1e-3)
     assert (config.lora.rank, config.lora.alpha, config.lora.targets, config.lora.name) == (
         16, None, "attention+mlp", "rectangle")
     assert config.resolution_stages == [(0, 64)] and len(config.validation_prompts) == 5
     assert config.condition_dropout == 0.0 and config.encode_latents_once and config.log_every == 1
     with pytest.raises(ValueError, match="multiple of 16"):
-        train_tab.page_config({**values, "resolution": 50}, tmp_path / "run", resume=False)
+        train_runs.page_config({**values, "resolution": 50}, tmp_path / "run", resume=False)
     with pytest.raises(ValueError, match="Steps must be a whole number"):
-        train_tab.page_config({**values, "steps": 2.5}, tmp_path / "run", resume=False)
+        train_runs.page_config({**values, "steps": 2.5}, tmp_path / "run", resume=False)
 
 
 def test_adapter_names_are_safe_for_folders_and_peft():
-    assert train_tab.adapter_name("  my cat/v2.1 ") == "my_cat_v2_1"
+    assert train_runs.adapter_name("  my cat/v2.1 ") == "my_cat_v2_1"
     with pytest.raises(ValueError, match="Give the adapter a name"):
-        train_tab.adapter_name(" ./ ")
+        train_runs.adapter_name(" ./ ")
 
 
 # ----------------------------------------------------------------------------- runs on the tiny model
@@ -164,11 +164,11 @@ def tiny_settings(steps: int) -> dict:
 
 
 def run_to_end(studio, rows, settings, resume=False, stop_at=None):
-    dataset, config = train_tab.prepare_run(studio, rows, settings, resume)
+    dataset, config = train_runs.prepare_run(studio, rows, settings, resume)
     run = studio.live.claim_training("session", config.lora.name)
-    view = train_tab.TrainingView(config.steps, config.lora.name)
+    view = train_runs.TrainingView(config.steps, config.lora.name)
     try:
-        for event in train_tab.training_events(studio, dataset, config, run):
+        for event in train_runs.training_events(studio, dataset, config, run):
             assert event["type"] != "failed", event
             view.apply(event)
             if stop_at is not None and view.step >= stop_at:
@@ -184,33 +184,33 @@ def test_a_stopped_run_keeps_its_adapter_and_resume_continues_it(studio, picture
     view, run_dir = run_to_end(studio, rows, tiny_settings(6), stop_at=2)
     assert view.finished and view.stopped and view.step < 6
     assert Path(view.adapter) == run_dir / "adapter" and (run_dir / "adapter" / "adapter_config.json").is_file()
-    assert train_tab.newest_run_folder(studio.output_dir, "tiny") == run_dir
+    assert train_runs.newest_run_folder(studio.output_dir, "tiny") == run_dir
     assert studio.pipe.loras == {} and studio.live.use.exclusive is None  # the pipeline is given back as it was
 
     resumed, resumed_dir = run_to_end(studio, rows, tiny_settings(6), resume=True)
     assert resumed_dir == run_dir and resumed.finished and not resumed.stopped and resumed.step == 6
     assert resumed.losses[0][0] == view.step + 1 and len(resumed.samples) == 1  # it went on, then sampled
     with pytest.raises(Exception, match="already reached step 6"):
-        train_tab.prepare_run(studio, rows, tiny_settings(6), resume=True)
+        train_runs.prepare_run(studio, rows, tiny_settings(6), resume=True)
 
-    path, name = train_tab.run_of_adapter(studio, str(run_dir / "adapter"))
+    path, name = train_runs.run_of_adapter(studio, str(run_dir / "adapter"))
     studio.pipe.load_lora(path, name=name, scale=0.5)
     try:
         assert "`tiny` at strength 0.5" in train_tab.loaded_text(studio)
     finally:
         studio.pipe.unload_lora()
     with pytest.raises(ValueError, match="No trained adapter"):
-        train_tab.run_of_adapter(studio, str(Path(__file__).parent))
+        train_runs.run_of_adapter(studio, str(Path(__file__).parent))
 
 
 def test_bad_rows_are_listed_by_row_before_anything_runs(studio, pictures):
     rows = [["a red square", [], str(pictures[0])], ["", [], str(pictures[1])], ["a cat", [], "/nowhere/cat.png"]]
     with pytest.raises(Exception) as caught:
-        train_tab.prepare_run(studio, rows, tiny_settings(3), resume=False)
+        train_runs.prepare_run(studio, rows, tiny_settings(3), resume=False)
     message = str(caught.value)
     assert "2 problem(s)" in message and "row 2: the instruction must be non-empty" in message
     assert "row 3: output image '/nowhere/cat.png' not found" in message and "Traceback" not in message
-    assert not (studio.output_dir / train_tab.RUNS).exists()
+    assert not (studio.output_dir / train_runs.RUNS).exists()
 
 
 def test_one_training_at_a_time():
