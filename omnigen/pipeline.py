@@ -237,9 +237,10 @@ class OmniGenPipeline:
         self.place_for("transformer")
         with torch.inference_mode():
             return denoise(self.transformer, noise.to(self.device), batches,
-                           get_schedule(s.num_inference_steps, s.time_shift), branches, s.guidance_scale,
+                           get_schedule(s.num_inference_steps, s.time_shift, s.schedule), branches, s.guidance_scale,
                            s.img_guidance_scale, s.use_kv_cache, s.offload_kv_cache and self.device.type == "cuda",
-                           callback, bar)
+                           callback, bar, sampler=s.sampler, guidance_interval=(s.guidance_start, s.guidance_end),
+                           cache_threshold=s.cache_threshold)
 
     @torch.inference_mode()
     def condition_batch(self, prompts, num_output_tokens: int) -> ConditionBatch:

@@ -1,7 +1,8 @@
-"""Rectified-flow sampling: schedule, guidance, Euler steps and the condition KV cache.
+"""Rectified-flow sampling: schedule, guidance, the solver loop, the condition KV cache and the step cache.
 
-Time runs from 0 (noise) to 1 (data); the model predicts v = x1 - x0 and a step is x += (t_next - t) * v.
-A batch of branches is laid out [cond x n][uncond x n][image-only x n] for n images.
+Time runs from 0 (noise) to 1 (data); the model predicts v = x1 - x0 and an Euler step is x += (t_next - t) * v
+(the solvers are in solvers.py). A batch of branches is laid out [cond x n][uncond x n][image-only x n] for
+n images; where guidance is off (outside [guidance_start, guidance_end]) only the first n rows, the cond ones, run.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from typing import Callable
 import torch
 
 from .layers import KVCache
+from .solvers import Field, get_sampler, spaced_times
 
 
 class GenerationCancelled(RuntimeError):
@@ -27,11 +29,12 @@ class NonFiniteLatents(RuntimeError):
 StepCallback = Callable[[int, int, torch.Tensor, torch.Tensor], object]
 
 
-def get_schedule(num_steps: int, shift: float = 1.0) -> list[float]:
-    """num_steps + 1 times from 0 to 1, warped by t' = t / (t + s - s*t) (s = 1: uniform)."""
+def get_schedule(num_steps: int, shift: float = 1.0, spacing: str = "uniform") -> list[float]:
+    """num_steps + 1 times from 0 to 1, spaced by `spacing` (see solvers.spaced_times), then warped by
+    t' = t / (t + s - s*t) (s = 1: no warp)."""
     if num_steps < 1:
         raise ValueError(f"num_inference_steps must be at least 1, got {num_steps}")
-    t = torch.linspace(0, 1, num_steps + 1, dtype=torch.float64)
+    t = spaced_times(num_steps, spacing)
     return (t / (t + shift - shift * t)).tolist()
 
 
@@ -64,7 +67,6 @@ class ConditionBatch:
                     input_image_sizes=self.input_image_sizes, attention_mask=self.attention_mask,
                     position_ids=self.position_ids)
 
-
     def row(self, r: int) -> dict:
         """Model inputs of row r alone, its padding kept, so its cache lines up with the batch's."""
         spans = self.input_image_sizes or {}
@@ -74,64 +76,142 @@ class ConditionBatch:
                     position_ids=self.position_ids[r:r + 1], input_image_sizes={0: own} if own else {},
                     input_img_latents=self.input_img_latents[first:first + len(own)])
 
+    def head(self, rows: int) -> "ConditionBatch":
+        """The first `rows` rows (the cond branch, where guidance is off), their padding kept."""
+        spans = {r: s for r, s in (self.input_image_sizes or {}).items() if r < rows}
+        images = sum(len(s) for s in spans.values())
+        return ConditionBatch(self.input_ids[:rows], self.attention_mask[:rows], self.position_ids[:rows], spans,
+                              self.input_img_latents[:images], rows)
 
-def prefill(model, x: torch.Tensor, timestep: torch.Tensor, batch: ConditionBatch) -> tuple[torch.Tensor, KVCache]:
-    """The first cached step, one row at a time: the same numbers as a batched forward, but the long
-    condition's activations exist for one row at once, and each row's keys/values go straight into the
-    batch's cache, so the cache never exists twice."""
-    outputs, merged = [], None
-    for r in range(batch.rows):
-        out, cache = model(x[r:r + 1], timestep[r:r + 1], **batch.row(r), use_cache=True)
-        if merged is None:
-            merged = [(k.new_empty((batch.rows, *k.shape[1:])), v.new_empty((batch.rows, *v.shape[1:])))
-                      for k, v in cache]
-        for (keys, values), (k, v) in zip(merged, cache):
+
+@dataclass
+class ConditionCache:
+    """The condition's keys/values of one ConditionBatch, allocated for all its rows and filled from the first
+    row on as rows first run (the rows that run are always the first ones: cond alone, or all branches)."""
+
+    layers: KVCache
+    filled: int = 0
+
+
+def prefill(model, x: torch.Tensor, timestep: torch.Tensor, batch: ConditionBatch, cache: ConditionCache | None,
+            offload: bool = False) -> tuple[torch.Tensor, ConditionCache]:
+    """The first cached step of rows cache.filled, cache.filled + 1, ... (as many as x has), one row at a time:
+    the same numbers as a batched forward, but the long condition's activations exist for one row at once, and
+    each row's keys/values go straight into the batch's cache, so the cache never exists twice."""
+    outputs = []
+    for j in range(x.shape[0]):
+        r = cache.filled if cache is not None else 0
+        out, kv = model(x[j:j + 1], timestep[j:j + 1], **batch.row(r), use_cache=True)
+        if cache is None:
+            device = "cpu" if offload else kv[0][0].device
+            cache = ConditionCache([(k.new_empty((batch.rows, *k.shape[1:]), device=device),
+                                     v.new_empty((batch.rows, *v.shape[1:]), device=device)) for k, v in kv])
+        for (keys, values), (k, v) in zip(cache.layers, kv):
             keys[r:r + 1].copy_(k)
             values[r:r + 1].copy_(v)
+        cache.filled += 1
         outputs.append(out)
-        del cache
-    return torch.cat(outputs), merged
+        del kv
+    return torch.cat(outputs), cache
 
 
-def velocity(model, x: torch.Tensor, t: float, batches: list[ConditionBatch], caches: list[KVCache | None],
+def velocity(model, x: torch.Tensor, t: float, batches: list[ConditionBatch], caches: list[ConditionCache | None],
              use_kv_cache: bool, offload_cache: bool) -> torch.Tensor:
-    """The model's velocity for every branch row; each batch is one forward (batched or separate CFG)."""
+    """The model's velocity for the rows of x: the first len(x) rows of the batches laid end to end (all of
+    them, or the cond rows alone). Each batch is one forward (batched or separate CFG); rows already in a
+    batch's cache run from it, rows not yet in it fill it."""
     outputs, start = [], 0
     for i, batch in enumerate(batches):
-        rows = x[start:start + batch.rows]
-        start += batch.rows
-        timestep = torch.full((batch.rows,), t, device=x.device, dtype=torch.float32)
-        if caches[i] is not None:
-            out, _ = model(rows, timestep, attention_mask=batch.attention_mask,
-                           position_ids=batch.position_ids, past_key_values=caches[i])
-        elif use_kv_cache:
-            out, cache = prefill(model, rows, timestep, batch)
-            if offload_cache:
-                cache = [(k.to("cpu", non_blocking=True), v.to("cpu", non_blocking=True)) for k, v in cache]
-            caches[i] = cache
-        else:
-            out, _ = model(rows, timestep, **batch.model_kwargs())
-        outputs.append(out)
+        count = min(batch.rows, x.shape[0] - start)
+        if count <= 0:
+            break
+        rows = x[start:start + count]
+        start += count
+        timestep = torch.full((count,), t, device=x.device, dtype=torch.float32)
+        if not use_kv_cache:
+            inputs = batch.model_kwargs() if count == batch.rows else batch.head(count).model_kwargs()
+            outputs.append(model(rows, timestep, **inputs)[0])
+            continue
+        cached = min(count, caches[i].filled) if caches[i] is not None else 0
+        if cached:
+            past = [(k[:cached], v[:cached]) for k, v in caches[i].layers]
+            out, _ = model(rows[:cached], timestep[:cached], attention_mask=batch.attention_mask[:cached],
+                           position_ids=batch.position_ids[:cached], past_key_values=past)
+            outputs.append(out)
+        if count > cached:
+            out, caches[i] = prefill(model, rows[cached:], timestep[cached:], batch, caches[i], offload_cache)
+            outputs.append(out)
     return torch.cat(outputs)
+
+
+def reuse_velocity(field: Callable[[torch.Tensor, float, bool], torch.Tensor], threshold: float, last_start: float,
+                   stats: dict) -> Callable[[torch.Tensor, float, bool], torch.Tensor]:
+    """The step cache: `field`, except that a call returns the last computed velocity again when the relative
+    change of the velocity since then is estimated below `threshold`.
+
+    The estimate is the relative L1 change between the last two computed velocities per unit of t, times the
+    t elapsed since the last one: rate * |t - t_last|, the change accumulated since the last real call if it
+    keeps its pace (TeaCache accumulates the same quantity, MagCache its magnitude version). OmniGen feeds t as
+    a token, not as a modulation of every block, so TeaCache's modulated-input indicator does not exist here,
+    and measuring the outputs themselves needs no per-model calibration. Real calls are forced while fewer
+    than two of the current guidance mode are known, at a t already seen (no interval to scale), and on the
+    last step (t >= last_start)."""
+    memory: dict = {}
+
+    def cached_field(x: torch.Tensor, t: float, guided: bool) -> torch.Tensor:
+        if memory.get("guided") != guided:
+            memory.clear()
+        last, rate = memory.get("v"), memory.get("rate")
+        if (threshold > 0 and rate is not None and t < last_start and t != memory["t"]
+                and rate * abs(t - memory["t"]) < threshold):
+            stats["skipped"] = stats.get("skipped", 0) + 1
+            return last
+        v = field(x, t, guided)
+        if last is not None and t != memory["t"]:
+            change = (v - last).abs().mean() / last.abs().mean().clamp_min(1e-12)
+            memory["rate"] = change.item() / abs(t - memory["t"])
+        memory.update(v=v, t=t, guided=guided)
+        return v
+
+    return cached_field
 
 
 def denoise(model, latents: torch.Tensor, batches: list[ConditionBatch], timesteps: list[float], branches: int,
             guidance_scale: float, img_guidance_scale: float, use_kv_cache: bool = True,
-            offload_cache: bool = False, callback: StepCallback | None = None, progress=None) -> torch.Tensor:
-    """Euler integration of the guided velocity from timesteps[0] to timesteps[-1]."""
-    caches: list[KVCache | None] = [None] * len(batches)
+            offload_cache: bool = False, callback: StepCallback | None = None, progress=None, *,
+            sampler: str = "euler", guidance_interval: tuple[float, float] = (0.0, 1.0),
+            cache_threshold: float = 0.0, stats: dict | None = None) -> torch.Tensor:
+    """Integrate the guided velocity from timesteps[0] to timesteps[-1] with `sampler` (see solvers.SAMPLERS).
+
+    Guidance runs on steps whose start t lies in `guidance_interval`; elsewhere only the cond rows run.
+    `cache_threshold` > 0 lets the step cache (reuse_velocity) skip model calls. `stats`, when given, counts
+    model calls ("evaluations", "rows": branch rows run) and skipped ones ("skipped")."""
+    step_with = get_sampler(sampler)
+    caches: list[ConditionCache | None] = [None] * len(batches)
+    stats = {} if stats is None else stats
+
+    def guided_velocity(x: torch.Tensor, t: float, guided: bool) -> torch.Tensor:
+        rows = branches if guided else 1
+        v = velocity(model, x.repeat(rows, 1, 1, 1).to(model.dtype), t, batches, caches, use_kv_cache,
+                     offload_cache).float()
+        stats["evaluations"] = stats.get("evaluations", 0) + 1
+        stats["rows"] = stats.get("rows", 0) + v.shape[0]
+        return combine_guidance(v, rows, guidance_scale, img_guidance_scale)
+
+    field = reuse_velocity(guided_velocity, cache_threshold, timesteps[-2], stats) if cache_threshold > 0 else (
+        guided_velocity)
+    memory: dict = {}
     total = len(timesteps) - 1
     for step, (t, t_next) in enumerate(zip(timesteps[:-1], timesteps[1:])):
-        x = latents.repeat(branches, 1, 1, 1).to(model.dtype)
-        v = velocity(model, x, t, batches, caches, use_kv_cache, offload_cache).float()
-        guided = combine_guidance(v, branches, guidance_scale, img_guidance_scale)
-        latents = latents + (t_next - t) * guided
+        guided = branches > 1 and guidance_interval[0] <= t <= guidance_interval[1]
+        step_field: Field = lambda x, time: field(x, time, guided)  # noqa: E731
+        latents, v = step_with(step_field, latents, t, t_next, memory)
         if not torch.isfinite(latents).all():
             raise NonFiniteLatents(
                 f"the latents stopped being finite at step {step + 1}/{total}: the model's numbers overflowed. "
                 "Use dtype='float32' or 'bfloat16' instead of 'float16', or lower guidance_scale.")
         if progress is not None:
             progress.update(1)
-        if callback is not None and callback(step + 1, total, latents, latents + (1.0 - t_next) * guided) is False:
+        if callback is not None and callback(step + 1, total, latents, latents + (1.0 - t_next) * v) is False:
             raise GenerationCancelled(f"generation cancelled after step {step + 1} of {total}")
     return latents

@@ -31,6 +31,11 @@ OMNIGEN_V1_NEGATIVE_PROMPT = (
 )
 
 
+# The solvers (omnigen/solvers.py SAMPLERS) and the fewest steps each needs to be what it says.
+SAMPLER_MIN_STEPS = {"euler": 1, "heun": 1, "midpoint": 1, "dpmpp_2m": 3}
+SAMPLER_CHOICES = tuple(SAMPLER_MIN_STEPS)
+
+
 def _setting(default: Any, label: str, help: str, *, minimum: float | None = None, maximum: float | None = None,
              choices: tuple | None = None, multiple_of: int | None = None, flag: str | None = None,
              ui: tuple[float, float, float] | None = None, reproduces: bool = True, model_default: bool = False,
@@ -83,6 +88,24 @@ class GenerationSettings:
                                       reproduces=False)
     time_shift: float = _setting(1.0, "Time shift", "schedule warp t' = t / (t + s - s*t); 1: uniform",
                                  minimum=1e-3, maximum=100.0, model_default=True)
+    sampler: str = _setting("euler", "Sampler", "the ODE solver: euler (1 model call per step), heun or midpoint "
+                            "(second order, 2 calls per step), dpmpp_2m (DPM-Solver++(2M), second order from "
+                            "the step before, 1 call per step, at least 3 steps)", choices=SAMPLER_CHOICES,
+                            model_default=True)
+    schedule: str = _setting("uniform", "Schedule", "how the step times are spaced before the time shift: "
+                             "uniform; sigmoid (the paper's training density of t: fine mid-way, coarse at "
+                             "both ends); cosine (fine at both ends)", choices=("uniform", "sigmoid", "cosine"),
+                             model_default=True)
+    guidance_start: float = _setting(0.0, "Guidance from t", "guidance runs on the steps whose time t (0 noise, "
+                                     "1 data) is at least this; before it only the conditional branch runs "
+                                     "(one model call instead of 2-3)", minimum=0.0, maximum=1.0,
+                                     ui=(0.0, 1.0, 0.05), model_default=True)
+    guidance_end: float = _setting(1.0, "Guidance until t", "guidance runs on the steps whose time t is at most "
+                                   "this; after it only the conditional branch runs", minimum=0.0, maximum=1.0,
+                                   ui=(0.0, 1.0, 0.05), model_default=True)
+    cache_threshold: float = _setting(0.0, "Step cache", "skip a step's model call and reuse the last velocity "
+                                      "while its estimated relative change stays below this; 0: off (exact)",
+                                      minimum=0.0, maximum=1.0, ui=(0.0, 0.5, 0.01), model_default=True)
 
     def __post_init__(self) -> None:
         if self.use_input_image_size_as_output is True:  # the official API's boolean means image 1
@@ -102,6 +125,14 @@ class GenerationSettings:
         largest image side the model can draw (its position table). Returns self, so calls chain."""
         for spec in fields(self):
             check_value(spec, getattr(self, spec.name))
+        fewest = SAMPLER_MIN_STEPS[self.sampler]
+        if self.num_inference_steps < fewest:
+            raise ValueError(f"num_inference_steps must be at least {fewest} with sampler {self.sampler}, got "
+                             f"{self.num_inference_steps}; use more steps or sampler euler")
+        if self.guidance_start >= self.guidance_end:
+            raise ValueError(f"guidance_start ({self.guidance_start}) must be below guidance_end "
+                             f"({self.guidance_end}): guidance runs for t in [guidance_start, guidance_end], "
+                             "both between 0.0 and 1.0; 0.0 and 1.0 guide every step")
         if max_side is not None:
             for name in ("height", "width"):
                 value = getattr(self, name)
@@ -247,3 +278,40 @@ def read_generation_config(model_dir: Path) -> dict[str, Any]:
         raise ValueError(f"{path} must hold a JSON object of settings")
     allowed = {spec.name for spec in fields(GenerationSettings) if spec.metadata["model_default"]}
     return {name: value for name, value in data.items() if name in allowed}
+
+
+# ----------------------------------------------------------------------------- what a host allows
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What one request may ask of a host, checked before any work; None: no limit but the model's own.
+    The studio's flags are made from these fields; a Hugging Face Space gets `Limits.for_space()`."""
+
+    max_image_side: int | None = field(default=None, metadata=dict(help="largest output height or width"))
+    max_input_image_size: int | None = field(default=None, metadata=dict(help="largest max input image size"))
+    max_prompt_chars: int | None = field(default=20_000, metadata=dict(help="longest prompt, in characters"))
+    max_input_images: int | None = field(default=None, metadata=dict(help="most input images in one request"))
+    max_steps: int | None = field(default=None, metadata=dict(help="most denoising steps"))
+    max_images: int | None = field(default=None, metadata=dict(help="most images one request makes"))
+
+    @classmethod
+    def for_space(cls) -> "Limits":
+        """A shared host's defaults: a free CPU Space draws the embedded model in seconds within these."""
+        return cls(max_image_side=1024, max_input_image_size=1024, max_prompt_chars=2_000, max_input_images=5,
+                   max_steps=100, max_images=4)
+
+    def check(self, prompt: str, settings: GenerationSettings, num_input_images: int = 0) -> None:
+        """Refuse a request over any limit, naming the limit, before anything is allocated."""
+        asked = {"max_image_side": max(settings.height, settings.width),
+                 "max_input_image_size": settings.max_input_image_size, "max_prompt_chars": len(prompt or ""),
+                 "max_input_images": num_input_images, "max_steps": settings.num_inference_steps,
+                 "max_images": settings.num_images_per_prompt}
+        what = {"max_image_side": "the output size", "max_input_image_size": "the max input image size",
+                "max_prompt_chars": "the prompt's length", "max_input_images": "the number of input images",
+                "max_steps": "the number of steps", "max_images": "the number of images"}
+        for name, value in asked.items():
+            limit = getattr(self, name)
+            if limit is not None and value > limit:
+                raise ValueError(f"{what[name]} ({value}) is over this server's limit of {limit} ({name}); "
+                                 "ask for less")
