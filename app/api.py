@@ -77,6 +77,10 @@ def generate(prompt: str, *files_and_settings: Any):
     if not (prompt or "").strip():
         raise gr.Error("The prompt is empty.")
     job = GenerationJob(prompt, [p for p in slots if p], request_settings(given), _read_mask(mask), 0, "")
+    try:
+        current_studio().check_request(job)  # refused at once, before the job queues for the model
+    except ValueError as error:
+        raise gr.Error(str(error)[:1].upper() + str(error)[1:]) from None
     for event in gpu_job_events(job):
         if isinstance(event, StepEvent):
             progress((event.step, event.total), desc=f"step {event.step}/{event.total}")

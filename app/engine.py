@@ -29,7 +29,7 @@ from omnigen.errors import user_message
 from omnigen.files import atomic_write_bytes
 from omnigen.png import save_png
 from omnigen.processor import load_image
-from omnigen.settings import GenerationSettings
+from omnigen.settings import GenerationSettings, Limits
 
 from .compose import composite_edit
 from .jobs import LiveState, PipelineBusy, run_in_worker
@@ -91,7 +91,8 @@ class Studio:
     """The loaded pipeline and the folder its pictures go to; every UI or API action calls one method."""
 
     def __init__(self, pipe, output_dir: str | Path, max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
-                 concurrency_limit: int = 1, default_offload: str | None = None, threads: int | None = None):
+                 concurrency_limit: int = 1, default_offload: str | None = None, threads: int | None = None,
+                 limits: Limits | None = None):
         self.pipe = pipe
         self.threads = set_cpu_threads(pipe, threads)
         self.output_dir = Path(output_dir).resolve()
@@ -99,6 +100,7 @@ class Studio:
         self.max_image_pixels = max_image_pixels
         self.concurrency_limit = concurrency_limit
         self.live = LiveState()  # who uses the pipeline, each page's stop flag, the one training
+        self.limits = limits or Limits()  # what one request may ask of this server
         pipe.set_offload(default_offload)
         pipe.set_progress_bar_config(disable=True)  # the page shows progress; the log stays readable
 
@@ -126,6 +128,10 @@ class Studio:
             self.pipe.set_offload(mode)
 
     # -- inputs
+
+    def check_request(self, job: GenerationJob) -> None:
+        """Refuse a job over this server's limits (ValueError naming the limit), before it queues or runs."""
+        self.limits.check(job.prompt, job.settings, len(job.images))
 
     def load_inputs(self, job: GenerationJob) -> list[Image.Image]:
         """Read every input picture (refusing unreadable or huge ones) with a message that names its slot."""
@@ -262,6 +268,7 @@ def job_events(job: GenerationJob, stop: threading.Event | None = None) -> Itera
     try:
         with studio.live.use.generating():  # held until the worker below has stopped
             try:
+                studio.check_request(job)
                 pictures = studio.load_inputs(job)
             except ValueError as error:
                 yield FailedEvent(job_failure(studio, job, error).message)

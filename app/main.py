@@ -40,7 +40,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                    help="leave out the LoRA Train tab (also: OMNIGEN_DISABLE_TRAINING=1), e.g. on a shared host")
     p.add_argument("--output-dir", default=str(Path(tempfile.gettempdir()) / "omnigen-studio"),
                    help="where results are written; the only folder the page serves files from")
+    add_limit_arguments(p)
     args = p.parse_args(argv)
+    args.limits = host_limits(args)
     if args.concurrency < 1:
         p.error("--concurrency must be at least 1")
     if args.model is None:  # resolved here so that --help does not wait for torch to import
@@ -50,6 +52,30 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     return args
 
 
+def add_limit_arguments(p: argparse.ArgumentParser) -> None:
+    """One flag per field of omnigen.settings.Limits; 0 lifts a limit."""
+    from dataclasses import fields
+
+    from omnigen.settings import Limits
+
+    group = p.add_argument_group("what one request may ask (defaults: none but the model's own, prompts of at "
+                                 "most 20,000 characters; on a Hugging Face Space: Limits.for_space())")
+    for spec in fields(Limits):
+        group.add_argument("--" + spec.name.replace("_", "-"), type=int, default=None, metavar="N",
+                           help=spec.metadata["help"] + " (0: no limit)")
+
+
+def host_limits(args: argparse.Namespace):
+    """This server's limits: a Space's safe defaults or none, with the flags given on top."""
+    from dataclasses import fields, replace
+
+    from omnigen.settings import Limits
+
+    base = Limits.for_space() if os.environ.get("SPACE_ID") else Limits()
+    given = {spec.name: getattr(args, spec.name) for spec in fields(Limits) if getattr(args, spec.name) is not None}
+    return replace(base, **{name: value or None for name, value in given.items()})
+
+
 def load_studio(args: argparse.Namespace):
     from omnigen.pipeline import OmniGenPipeline
 
@@ -57,7 +83,7 @@ def load_studio(args: argparse.Namespace):
 
     pipe = OmniGenPipeline.from_pretrained(args.model, device=args.device, dtype=args.dtype)
     return Studio(pipe, args.output_dir, concurrency_limit=args.concurrency, default_offload=args.offload,
-                  threads=args.threads)
+                  threads=args.threads, limits=args.limits)
 
 
 def studio_tabs(args: argparse.Namespace, extra_tabs: Sequence = ()) -> list:

@@ -92,8 +92,9 @@ def stored_row(instruction: str, inputs: Sequence[str], output: str, folder: Pat
 
 
 def rows_from_jsonl(jsonl: Path, image_root: Path | None = None) -> list[Row]:
-    """Every example of a JSONL file (validated: a DatasetError lists each bad line) as rows."""
-    dataset = JsonlDataset(jsonl, image_root).validate()
+    """Every example of a JSONL file (validated: a DatasetError lists each bad line) as rows. Its images must
+    lie inside its folder: a browser's upload never names the server's own files."""
+    dataset = JsonlDataset(jsonl, image_root, confined=True).validate()
     rows = []
     for line in jsonl.read_text(encoding="utf-8").splitlines():
         if line.strip():
@@ -173,7 +174,10 @@ def repoint_line(line: str, folder: Path) -> str:
         return line
 
     def repoint(path):
-        if isinstance(path, str) and not (folder / path).is_file() and (folder / Path(path).name).is_file():
+        if not isinstance(path, str) or not path:
+            return path
+        inside = (folder / path).resolve().is_relative_to(folder.resolve())  # an absolute path or '..' is not
+        if not (inside and (folder / path).is_file()) and (folder / Path(path).name).is_file():
             return Path(path).name
         return path
 

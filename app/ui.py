@@ -319,6 +319,10 @@ def make_generate_handler(studio: Studio, outputs: dict[str, Any]) -> Callable:
         used = [path for path in images if path]
         job = GenerationJob(prompt, used, settings_from_page(studio, values),
                             mask_for_job(preset_name, editor, images[0]), int(values["preview_every"] or 0), preset_name)
+        try:
+            studio.check_request(job)
+        except ValueError as error:
+            raise gr.Error(str(error)[:1].upper() + str(error)[1:]) from None
         yield {status: f"Starting (seed {job.settings.seed})...", seed: job.settings.seed,
                before_after: gr.ImageSlider(visible=False)}
         events = gpu_job_events(job)

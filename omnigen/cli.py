@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
-from typing import Any
 
 from .settings import GenerationSettings, setting_fields, value_type
 
@@ -76,6 +76,8 @@ def run_generate(args) -> int:
 
     if not args.prompt and not args.show_settings:
         raise ValueError("--prompt is required: the text of the request, with <img><|image_k|></img> per image")
+    target = Path(args.out)
+    check_output_path(target)  # before the model loads: a wrong --out must not cost a whole generation
     pipe = OmniGenPipeline.from_pretrained(args.model, device=args.device, dtype=args.dtype, offload=args.offload)
     settings = pipe.settings(settings_from_args(args, pipe.default_settings))
     if args.show_settings:
@@ -85,12 +87,29 @@ def run_generate(args) -> int:
         path, scale = lora_spec(spec)
         pipe.load_lora(path, scale=scale)
     out = pipe(args.prompt, args.image or None, settings)
-    target = Path(args.out)
     for i, record in enumerate(out.settings):
         path = target if len(out.images) == 1 else target.with_name(f"{target.stem}-{i}{target.suffix or '.png'}")
-        out.save(path, i)
+        try:
+            out.save(path, i)
+        except OSError as error:
+            raise ValueError(f"--out: could not write {str(path)!r} ({error.strerror or error})") from None
         print(f"{path}  {json.dumps({'seed': record['seed'], 'size': [record['width'], record['height']]})}")
     return 0
+
+
+def check_output_path(target: Path) -> None:
+    """Refuse an --out that cannot be written (a file where its folder should be, no write permission)."""
+    folder = target.parent
+    for parent in (folder, *folder.parents):
+        if parent.exists():
+            if not parent.is_dir():
+                raise ValueError(f"--out: {str(target)!r} cannot be written: {str(parent)!r} is a file, not a folder")
+            if not os.access(parent, os.W_OK | os.X_OK):
+                raise ValueError(f"--out: {str(target)!r} cannot be written: no permission to write in "
+                                 f"{str(parent)!r}")
+            break
+    if target.is_dir():
+        raise ValueError(f"--out: {str(target)!r} is a folder; give a file name such as {str(target / 'out.png')!r}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -106,9 +125,16 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return args.func(args)
-    except (ValueError, FileNotFoundError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    except KeyboardInterrupt:
+        print("cancelled", file=sys.stderr)
+        return 130
+    except Exception as error:  # noqa: BLE001 - the user reads a sentence; OMNIGEN_DEBUG=1 shows the trace
+        if os.environ.get("OMNIGEN_DEBUG"):
+            raise
+        from .errors import user_message
+
+        print(f"error: {user_message(error, log_unexpected=False)}", file=sys.stderr)
+        return 2 if isinstance(error, (ValueError, FileNotFoundError)) else 1
 
 
 

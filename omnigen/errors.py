@@ -39,7 +39,7 @@ def out_of_memory_message(settings: Any = None, num_input_images: int = 0, offlo
 
 
 def user_message(error: BaseException, settings: Any = None, num_input_images: int = 0,
-                 offload: str | None = None) -> str:
+                 offload: str | None = None, log_unexpected: bool = True) -> str:
     """A sentence for the user: what went wrong and which setting to change. Never a stack trace."""
     from .sampler import GenerationCancelled, NonFiniteLatents
 
@@ -52,5 +52,7 @@ def user_message(error: BaseException, settings: Any = None, num_input_images: i
     if isinstance(error, (ValueError, FileNotFoundError)):
         text = str(error)
         return text[:1].upper() + text[1:]
+    if not log_unexpected:
+        return f"The model failed ({type(error).__name__}: {error}). OMNIGEN_DEBUG=1 shows where."
     log.error("generation failed", exc_info=error)
     return f"The model failed ({type(error).__name__}). The server log has the details; try other settings."

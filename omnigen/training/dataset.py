@@ -74,8 +74,12 @@ class _Record:
 class JsonlDataset:
     """The official OmniGen fine-tuning JSONL: a finite, indexable sequence of `Example`s read from disk."""
 
-    def __init__(self, jsonl_path: str | os.PathLike, image_root: str | os.PathLike | None = None):
+    def __init__(self, jsonl_path: str | os.PathLike, image_root: str | os.PathLike | None = None,
+                 confined: bool = False):
+        """`confined`: every image must lie inside `image_root` (no '..', absolute paths or links out of it),
+        for data that came from outside, such as an upload: its paths must not name the server's files."""
         self.path = Path(jsonl_path)
+        self.confined = confined
         if not self.path.is_file():
             raise FileNotFoundError(f"training data file not found: {str(self.path)!r}; check the path")
         self.image_root = Path(image_root) if image_root is not None else self.path.parent
@@ -174,7 +178,11 @@ class JsonlDataset:
         return _Record(line_number, instruction, list(input_images), output_image), []
 
     def _check_image(self, role: str, relative_path: str) -> str | None:
-        return image_file_problem(role, relative_path, self.image_root / relative_path)
+        path = self.image_root / relative_path
+        if self.confined and not path.resolve().is_relative_to(self.image_root.resolve()):  # before touching it
+            return (f"{role} {relative_path!r} is outside the dataset's folder; name each image by its path "
+                    "inside the upload")
+        return image_file_problem(role, relative_path, path)
 
 
 def image_file_problem(role: str, shown: str, path: Path) -> str | None:
