@@ -177,18 +177,29 @@ def training_message(error: BaseException) -> str:
     return f"The training failed ({type(error).__name__}). The server log has the details; try other settings."
 
 
+def training_purpose(config: TrainConfig) -> str:
+    """What holds the pipeline while this run trains, as PipelineBusy messages say it."""
+    return f"training the LoRA {config.lora.name!r}"
+
+
 def training_events(studio: Studio, dataset: RowsDataset, config: TrainConfig, run: Training):
     """Run train_lora on the studio's pipeline in a worker thread, holding the pipeline alone, and yield its
     events; a failure comes as {"type": "failed", "message"}. Closing the generator stops the run (after its
     current step, with a checkpoint) and waits for the worker, so the model is free when it returns."""
+    with studio.live.use.exclusively(training_purpose(config)):
+        yield from worker_events(studio, dataset, config, run)
+
+
+def worker_events(studio: Studio, dataset: RowsDataset, config: TrainConfig, run: Training):
+    """training_events for a caller that already holds the pipeline alone (studio.live.use.exclusively), e.g.
+    one that must know at once whether it got the model and then follows the run from another thread."""
     from omnigen.training import train_lora
 
     def work(emit, stop) -> None:
         train_lora(studio.pipe, dataset, config, callback=emit, stop=stop)
 
-    with studio.live.use.exclusively(f"training the LoRA {config.lora.name!r}"):
-        yield from run_in_worker(work, run.stop, lambda error: {"type": "failed", "message": training_message(error)},
-                                 "omnigen-train")
+    return run_in_worker(work, run.stop, lambda error: {"type": "failed", "message": training_message(error)},
+                         "omnigen-train")
 
 
 def prepare_run(studio: Studio, rows: list, settings: dict[str, Any], resume: bool) -> tuple[RowsDataset, TrainConfig]:

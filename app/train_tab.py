@@ -41,6 +41,7 @@ from omnigen.training import DatasetError, RowsDataset, TrainConfig
 from . import train_data
 from .engine import GPU_QUEUE, Studio
 from .jobs import PipelineBusy, Training
+from .train_api import build_train_api
 # The runs themselves (settings -> TrainConfig, folders, the worker, what the page shows): app/train_runs.py.
 from .train_runs import (TrainingView, earlier_losses, event_update, loss_frame, prepare_run, reached_step,
                          run_of_adapter, training_events)
@@ -86,6 +87,7 @@ def build_train_tab(studio: Studio) -> None:
                 settings, buttons = build_settings_column(studio)
         shown = build_progress_row()
         use = build_use_row()
+        build_train_api(studio, settings)  # the same runs as named API endpoints: app/train_api.py
     wire_dataset(studio, rows, data, settings)
     wire_training(studio, rows, settings, buttons, shown, use)
     wire_use(studio, use, shown)
