@@ -22,6 +22,7 @@ from typing import Any
 import gradio as gr
 from PIL import Image
 
+from omnigen.errors import sentence
 from omnigen.settings import GenerationSettings, parse_value, setting_fields, value_type
 
 from .compose import mask_from_image
@@ -80,7 +81,7 @@ def generate(prompt: str, *files_and_settings: Any):
     try:
         current_studio().check_request(job)  # refused at once, before the job queues for the model
     except ValueError as error:
-        raise gr.Error(str(error)[:1].upper() + str(error)[1:]) from None
+        raise gr.Error(sentence(str(error))) from None
     for event in gpu_job_events(job):
         if isinstance(event, StepEvent):
             progress((event.step, event.total), desc=f"step {event.step}/{event.total}")
@@ -113,7 +114,7 @@ def request_settings(given: dict[str, Any]) -> GenerationSettings:
                 values[name] = parse_value(name, value)
         return current_studio().pipe.settings(current_studio().defaults(), **values)
     except ValueError as error:
-        raise gr.Error(str(error)[:1].upper() + str(error)[1:]) from None
+        raise gr.Error(sentence(str(error))) from None
 
 
 def _read_mask(path: str | None):

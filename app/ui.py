@@ -16,6 +16,7 @@ from typing import Any
 
 import gradio as gr
 
+from omnigen.errors import sentence
 from omnigen.presets import PRESETS
 from omnigen.settings import GenerationSettings, parse_value, setting_field, setting_names, value_type
 
@@ -253,7 +254,7 @@ def settings_from_page(studio: Studio, values: dict[str, Any]) -> GenerationSett
                                                                 values["output_size"] or 0))
         return studio.pipe.settings(studio.defaults(), **given)
     except ValueError as error:
-        raise gr.Error(str(error)[:1].upper() + str(error)[1:]) from None
+        raise gr.Error(sentence(str(error))) from None
 
 
 def page_values_from_settings(settings: dict[str, Any], ui: dict[str, Any] | None = None) -> list[Any]:
@@ -322,7 +323,7 @@ def make_generate_handler(studio: Studio, outputs: dict[str, Any]) -> Callable:
         try:
             studio.check_request(job)
         except ValueError as error:
-            raise gr.Error(str(error)[:1].upper() + str(error)[1:]) from None
+            raise gr.Error(sentence(str(error))) from None
         yield {status: f"Starting (seed {job.settings.seed})...", seed: job.settings.seed,
                before_after: gr.ImageSlider(visible=False)}
         events = gpu_job_events(job)

@@ -38,6 +38,12 @@ def out_of_memory_message(settings: Any = None, num_input_images: int = 0, offlo
     return "Out of memory. Lower " + "; or ".join(hints) + "."
 
 
+def sentence(text: str) -> str:
+    """A message as a sentence: capitalised, unless it opens with a name to be typed as is (a setting's)."""
+    first = text.split(" ", 1)[0]
+    return text if "_" in first or not first[:1].isalpha() else text[:1].upper() + text[1:]
+
+
 def user_message(error: BaseException, settings: Any = None, num_input_images: int = 0,
                  offload: str | None = None, log_unexpected: bool = True) -> str:
     """A sentence for the user: what went wrong and which setting to change. Never a stack trace."""
@@ -50,8 +56,7 @@ def user_message(error: BaseException, settings: Any = None, num_input_images: i
     if isinstance(error, NonFiniteLatents):
         return str(error)
     if isinstance(error, (ValueError, FileNotFoundError)):
-        text = str(error)
-        return text[:1].upper() + text[1:]
+        return sentence(str(error))
     if not log_unexpected:
         return f"The model failed ({type(error).__name__}: {error}). OMNIGEN_DEBUG=1 shows where."
     log.error("generation failed", exc_info=error)
