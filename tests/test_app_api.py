@@ -166,13 +166,14 @@ def test_a_path_the_client_did_not_upload_is_not_read(server):
 def test_a_cancelled_run_stops_within_a_step_and_saves_nothing(client, server):
     outputs = Path(server["studio"].output_dir)
     before = set(outputs.glob("*.png"))
-    job = client.submit("a red circle", num_inference_steps=5000, seed=77, api_name="/generate")
+    job = client.submit("a red circle", num_inference_steps=1000, seed=77, api_name="/generate")
     deadline = time.time() + 30
-    while time.time() < deadline:  # wait until it is really sampling
+    sampling = False
+    while time.time() < deadline and not sampling:  # wait until it is really sampling
         progress = job.status().progress_data
-        if progress and progress[0].index:
-            break
+        sampling = bool(progress and progress[0].index)
         time.sleep(0.1)
+    assert sampling, "the run never reported a step"
     job.cancel()
     started = time.time()
     # The queue has one GPU slot: the next job can only finish once the cancelled one has let go of it.
