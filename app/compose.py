@@ -13,7 +13,7 @@ from collections.abc import Sequence
 import numpy as np
 from PIL import Image
 
-from omnigen.processor import crop_to_multiple_of_16
+from omnigen.images import crop_to_multiple_of_16
 
 
 def mask_from_layers(layers: Sequence[np.ndarray | Image.Image | None], size: tuple[int, int]) -> np.ndarray | None:

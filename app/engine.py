@@ -28,7 +28,7 @@ from PIL import Image
 from omnigen.errors import user_message
 from omnigen.files import atomic_write_bytes
 from omnigen.png import save_png
-from omnigen.processor import load_image
+from omnigen.images import load_image
 from omnigen.settings import GenerationSettings, Limits
 
 from .compose import composite_edit
@@ -193,7 +193,7 @@ class Studio:
         """Image 1 as the model saw it, at the output size: the 'before' of a before/after slider."""
         if not pictures or not results:
             return None
-        from omnigen.processor import crop_to_multiple_of_16
+        from omnigen.images import crop_to_multiple_of_16
 
         first = results[0].settings
         before = crop_to_multiple_of_16(pictures[0], first["max_input_image_size"])

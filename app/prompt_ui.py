@@ -13,7 +13,7 @@ import gradio as gr
 from PIL import Image
 
 from omnigen.presets import get_preset
-from omnigen.processor import load_image
+from omnigen.images import load_image
 
 from .compose import mask_from_layers
 from .engine import MAX_INPUT_IMAGES

@@ -116,7 +116,7 @@ def vae_ceiling(
     import torch
 
     from .. import vae as vae_io
-    from ..processor import image_to_tensor
+    from ..images import image_to_tensor
 
     ceilings = {}
     for label, samples in evaluation_set(families, per_family, seed, size):

@@ -31,7 +31,8 @@ from typing import Any, Union
 
 from PIL import Image, UnidentifiedImageError
 
-from ..processor import load_image, parse_image_tags
+from ..images import load_image
+from ..processor import parse_image_tags
 
 # How many problems a DatasetError's message spells out; all of them are in `.problems`.
 MAX_PROBLEMS_IN_MESSAGE = 100

@@ -11,7 +11,7 @@ from typing import Any
 import torch
 
 from ..files import atomic_save
-from ..processor import image_to_tensor
+from ..images import image_to_tensor
 from ..vae import encode as vae_encode
 from ..vae import latent_scale as vae_latent_scale
 from .collator import TrainingBatch, prepare_images
