@@ -1,10 +1,13 @@
-"""`python -m omnigen train`: train a LoRA adapter from the command line, with a progress bar and the loss.
+"""`python -m omnigen train`: train a LoRA adapter (or, with --full, every weight) from the command line, with a
+progress bar and the loss.
 
     python -m omnigen train --data data.jsonl --images ROOT --out adapters/NAME --steps 500 --rank 8
     python -m omnigen generate --lora adapters/NAME/adapter --prompt "..."
+    python -m omnigen train --full --data data.jsonl --out runs/NAME --steps 2000 --lr 1e-5 --mixed-precision bf16
 
 `--data` is a JSONL file in the official format or a folder of images with same-named .txt instructions.
-On several GPUs: `accelerate launch -m omnigen train ...`. Ctrl-C stops after the current step with a
+On several GPUs: `accelerate launch -m omnigen train ...` (docs/training.md: DDP and FSDP configs); each
+process trains on its own share of every step's examples and the gradients are averaged. Ctrl-C stops after the current step with a
 checkpoint (a second Ctrl-C stops at once); `--resume` continues from it.
 """
 
@@ -24,13 +27,16 @@ from .config import LORA_TARGETS, MIXED_PRECISION, LoraSettings, TrainConfig
 
 
 def add_train_parser(subparsers) -> None:
-    p = subparsers.add_parser("train", help="train a LoRA adapter on a JSONL file or a folder of images + .txt",
+    p = subparsers.add_parser("train", help="train a LoRA adapter (or --full: every weight) on a JSONL file or a "
+                                            "folder of images + .txt",
                               description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default=None, help="base model folder or Hugging Face repo id (default: the embedded "
                                                  "model, or OMNIGEN_MODEL)")
     p.add_argument("--data", required=True, help="a .jsonl file, or a folder of images with same-named .txt files")
     p.add_argument("--images", default=None, help="folder the JSONL's image paths start from (default: its folder)")
     p.add_argument("--out", required=True, help="run folder; the adapter goes to OUT/adapter")
+    p.add_argument("--full", action="store_true", help="fine-tune every weight of the transformer instead of a LoRA "
+                   "adapter; each checkpoint is then a loadable transformer folder (model.safetensors + config.json)")
     lora = p.add_argument_group("LoRA (with --resume: the run's own, unless given)")
     lora.add_argument("--rank", type=int, default=None, help=f"default {LoraSettings.rank}")
     lora.add_argument("--alpha", type=float, default=None, help="default: the rank")
@@ -85,7 +91,7 @@ def config_from_args(args) -> TrainConfig:
         resolution_stages=[(0, args.resolution)] if args.resolution else None,
         checkpoint_every=args.checkpoint_every, keep_checkpoints=args.keep_checkpoints, log_every=args.log_every,
         seed=args.seed, resume=args.resume,
-        lora=lora_from_args(args),
+        lora=None if args.full else lora_from_args(args),
         validation_prompts=list(args.validation_prompt), sample_every=args.sample_every,
         sample_steps=args.sample_steps, sample_guidance_scale=args.sample_guidance_scale)
 
@@ -153,13 +159,19 @@ def run_train(args) -> int:
 
     if args.threads:
         torch.set_num_threads(args.threads)
+    lora_flags = [flag for flag, value in (("--rank", args.rank), ("--alpha", args.alpha), ("--targets", args.targets),
+                                           ("--lora-dropout", args.lora_dropout)) if value is not None]
+    if args.full and lora_flags:
+        raise ValueError(f"{', '.join(lora_flags)} set(s) a LoRA adapter, which --full does not train; drop one or the "
+                         "other")
     config = config_from_args(args)
     config.check()  # a bad setting is reported before the model loads
     report, stop = ProgressReport(config.steps), threading.Event()
     started = time.monotonic()
     try:
         with stop_on_interrupt(stop):
-            result = train_lora(args.model, args.data, config, callback=report, stop=stop, image_root=args.images)
+            trainer = train_full if args.full else train_lora
+            result = trainer(args.model, args.data, config, callback=report, stop=stop, image_root=args.images)
     finally:
         report.close()
     if not is_main_process():
@@ -167,8 +179,29 @@ def run_train(args) -> int:
     loss = f"{result.loss:.4f}" if result.loss is not None else "n/a"
     state = "stopped" if result.stopped else "done"
     print(f"{state} at step {result.step}/{config.steps} in {time.monotonic() - started:.0f} s, loss {loss}")
+    if args.full and result.checkpoint is not None:
+        print(f"model: {result.checkpoint}  (a transformer folder: omnigen.weights.load_transformer)")
     if result.adapter is not None:
         print(f"adapter: {result.adapter}  (python -m omnigen generate --lora {result.adapter} --prompt ...)")
     for path in result.samples:
         print(f"sample: {path}")
     return 0
+
+
+def train_full(model, data, config: TrainConfig, callback=None, stop: threading.Event | None = None,
+               image_root=None):
+    """Fine-tune every weight of a model folder or Hub id (None: the default model). The weights load in fp32
+    whatever --mixed-precision says: AdamW updates need fp32 masters, autocast computes in bf16/fp16."""
+    import torch
+
+    from ..pipeline import OmniGenPipeline
+    from .dataset import open_training_data
+    from .trainer import train
+
+    dataset = open_training_data(data, image_root)
+    if hasattr(dataset, "validate"):
+        dataset.validate()  # before a model is loaded: a bad line costs nothing
+    pipe = OmniGenPipeline.from_pretrained(model, device="cpu", dtype=torch.float32)
+    if config.resolution_stages is None:
+        config.resolution_stages = [(0, pipe.transformer.config.extra.get("max_input_image_size", 1024))]
+    return train(pipe.transformer, pipe.vae, pipe.processor, dataset, config, callback=callback, stop=stop)

@@ -66,17 +66,32 @@ def make_accelerator(config: TrainConfig):
     from accelerate import Accelerator, DistributedDataParallelKwargs
     from accelerate.state import AcceleratorState, GradientState
 
-    if int(os.environ.get("WORLD_SIZE", "1")) == 1:
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world == 1:
         # accelerate keeps its settings in process-wide singletons; a second run with another precision or
         # accumulation would be refused or silently get the first run's settings.
         AcceleratorState._reset_state(reset_partial_state=True)
         GradientState._reset_state()
     if config.mixed_precision == "fp16" and not torch.cuda.is_available():
         raise ValueError("mixed_precision='fp16' needs a CUDA GPU; use 'bf16' or 'no' on this machine")
+    # Several processes on a machine without a GPU (`accelerate launch --multi_gpu` or torchrun there): accelerate
+    # sets up gloo on the CPU only when asked to; otherwise every process would train alone, as process 0.
+    cpu = world > 1 and not _has_accelerator()
     # Batches without input images leave input_x_embedder unused: DDP must not wait for its gradients.
-    return Accelerator(mixed_precision=config.mixed_precision, gradient_accumulation_steps=config.grad_accumulation,
-                       step_scheduler_with_optimizer=False,
-                       kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)])
+    accelerator = Accelerator(cpu=cpu, mixed_precision=config.mixed_precision,
+                              gradient_accumulation_steps=config.grad_accumulation, step_scheduler_with_optimizer=False,
+                              kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)])
+    if accelerator.num_processes != world:
+        raise RuntimeError(f"launched as {world} processes, but accelerate joined {accelerator.num_processes}; "
+                           "check the launcher's settings (docs/training.md)")
+    return accelerator
+
+
+def _has_accelerator() -> bool:
+    """A GPU (or another device torch computes on) is there for each process."""
+    if hasattr(torch, "accelerator"):  # torch >= 2.6: CUDA, XPU, MPS, ...
+        return torch.accelerator.is_available()
+    return torch.cuda.is_available()
 
 
 def stop_requested(accelerator, stop: threading.Event | None) -> bool:
