@@ -383,3 +383,36 @@ def test_raw_http_with_wrong_values_gets_an_error_event(served):
 def test_after_every_bad_request_the_studio_draws_the_same_picture(client, reference):
     gallery, _ = client.predict(GOOD_PROMPT, seed=1, num_inference_steps=STEPS, api_name="/generate")
     assert np.array_equal(np.asarray(Image.open(gallery[0]["image"]).convert("RGB")), reference)
+
+
+def test_a_zip_holding_a_link_out_of_it_is_not_followed(tmp_path):
+    """zipfile writes a link member as a small file holding the target's path: never a link, never read."""
+    import stat
+
+    from app import train_data
+    from omnigen.training import DatasetError
+
+    secret = tmp_path / "secret.png"
+    Image.new("RGB", (8, 8)).save(secret)
+    archive_path = tmp_path / "linked.zip"
+    with zipfile.ZipFile(archive_path, "w") as archive:
+        link = zipfile.ZipInfo("images/00.png")
+        link.external_attr = (stat.S_IFLNK | 0o777) << 16
+        archive.writestr(link, str(secret))
+        archive.writestr("data.jsonl", json.dumps({"instruction": "x", "output_image": "images/00.png"}) + "\n")
+    (tmp_path / "kept").mkdir()
+    with pytest.raises(DatasetError, match="not a readable image"):
+        train_data.rows_from_upload([str(archive_path)], tmp_path / "kept")
+    assert not (tmp_path / "kept" / "images" / "00.png").is_symlink()
+
+
+@pytest.mark.parametrize("wording", ["CUDA out of memory. Tried to allocate 2.00 GiB",
+                                     "[enforce fail at alloc_cpu.cpp:117] data. DefaultCPUAllocator: can't "
+                                     "allocate memory: you tried to allocate 160000000000 bytes.",
+                                     "MPS backend out of memory"])
+def test_out_of_memory_is_recognised_on_every_device_and_names_what_to_lower(wording):
+    from omnigen.errors import user_message
+    from omnigen.settings import GenerationSettings
+
+    message = user_message(RuntimeError(wording), GenerationSettings(width=512, height=512), 1, None)
+    assert message.startswith("Out of memory. Lower the output size (now 512x512)") and "alloc" not in message
