@@ -84,6 +84,11 @@ def make_accelerator(config: TrainConfig):
     if accelerator.num_processes != world:
         raise RuntimeError(f"launched as {world} processes, but accelerate joined {accelerator.num_processes}; "
                            "check the launcher's settings (docs/training.md)")
+    if accelerator.distributed_type.value == "FSDP":
+        # Checkpoints gather the model on the main process alone, which FSDP's collective state dict would hang
+        # on hours into a run: refuse at the start instead.
+        raise ValueError("this trainer does not write FSDP checkpoints yet; launch with a DDP config "
+                         "(configs/accelerate/ddp.yaml), see docs/training.md")
     return accelerator
 
 
