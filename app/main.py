@@ -25,6 +25,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--device", default=None, help="cuda, cuda:1, mps, cpu (default: the best available)")
     p.add_argument("--dtype", default=None, choices=["auto", "float32", "bfloat16", "float16"],
                    help="default: bfloat16 on CUDA, float32 elsewhere")
+    p.add_argument("--quantize", default=None, choices=["none", "int8", "fp8"],
+                   help="keep the model's weights quantized in memory (needs torchao)")
+    p.add_argument("--base", default=None, help="with --model FILE.safetensors: the folder or Hub repo id that "
+                   "lends the tokenizer and vae/")
     p.add_argument("--offload", choices=["model", "sequential"], default=None,
                    help="the page's default offload (saves GPU memory, slower)")
     p.add_argument("--host", default=None, help="address to listen on (default: $GRADIO_SERVER_NAME or 127.0.0.1)")
@@ -81,7 +85,8 @@ def load_studio(args: argparse.Namespace):
 
     from .engine import Studio
 
-    pipe = OmniGenPipeline.from_pretrained(args.model, device=args.device, dtype=args.dtype)
+    pipe = OmniGenPipeline.from_pretrained(args.model, device=args.device, dtype=args.dtype, quantize=args.quantize,
+                                           base=args.base)
     return Studio(pipe, args.output_dir, concurrency_limit=args.concurrency, default_offload=args.offload,
                   threads=args.threads, limits=args.limits)
 

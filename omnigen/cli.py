@@ -57,6 +57,10 @@ def add_generate_parser(subparsers) -> None:
     p.add_argument("--lora", action="append", default=[], help="adapter folder, optionally PATH:SCALE")
     p.add_argument("--device", default=None)
     p.add_argument("--dtype", default=None, choices=["auto", "float32", "bfloat16", "float16"])
+    p.add_argument("--quantize", default=None, choices=["none", "int8", "fp8"],
+                   help="keep the decoder's weights quantized in memory (needs torchao); --dtype is the compute dtype")
+    p.add_argument("--base", default=None, help="with --model FILE.safetensors: the folder or Hub repo id that "
+                   "lends the tokenizer and vae/ (e.g. Shitao/OmniGen-v1)")
     p.add_argument("--show-settings", action="store_true", help="print the settings this model uses and exit")
     add_settings_arguments(p)
     p.set_defaults(func=run_generate)
@@ -78,7 +82,8 @@ def run_generate(args) -> int:
         raise ValueError("--prompt is required: the text of the request, with <img><|image_k|></img> per image")
     target = Path(args.out)
     check_output_path(target)  # before the model loads: a wrong --out must not cost a whole generation
-    pipe = OmniGenPipeline.from_pretrained(args.model, device=args.device, dtype=args.dtype, offload=args.offload)
+    pipe = OmniGenPipeline.from_pretrained(args.model, device=args.device, dtype=args.dtype, offload=args.offload,
+                                           quantize=args.quantize, base=args.base)
     settings = pipe.settings(settings_from_args(args, pipe.default_settings))
     if args.show_settings:
         print(json.dumps(settings.as_dict(), indent=2))

@@ -21,7 +21,8 @@ from .model import OmniGen
 from .processor import OmniGenProcessor, PromptBranches, collate
 from .sampler import ConditionBatch, StepCallback, denoise, get_schedule
 from .settings import GenerationSettings, model_defaults
-from .weights import load_config, load_transformer, resolve_model_dir
+from .weights import (ModelFolderError, has_config, infer_config, is_weights_file, load_config, load_transformer,
+                      open_checkpoint, resolve_model_dir)
 
 DEFAULT_MODEL = Path(__file__).resolve().parent.parent / "assets" / "omnigen-mini"
 OUTPUT_TYPES = ("pil", "np", "pt", "latent")
@@ -61,10 +62,14 @@ def pick_dtype(dtype: str | torch.dtype | None, device: torch.device) -> torch.d
     return torch.float32
 
 
+FRAGILE_MODULES = ("RMSNorm", "TimestepEmbedder", "FinalLayer")  # fp16 overflows in these
+
+
 def keep_fragile_parts_in_fp32(model: OmniGen) -> None:
-    """fp16 overflows in norms, the time embedding and the output layer: keep those in fp32."""
+    """fp16 overflows in norms, the time embedding and the output layer: keep those in fp32 (from_pretrained
+    reads them from the file in fp32 already; this upcasts a model built otherwise)."""
     for module in model.modules():
-        if type(module).__name__ in ("RMSNorm", "TimestepEmbedder", "FinalLayer"):
+        if type(module).__name__ in FRAGILE_MODULES:
             module.float()
 
 
@@ -96,14 +101,34 @@ class OmniGenPipeline:
 
     @classmethod
     def from_pretrained(cls, path_or_repo_id: str | os.PathLike | None = None, device=None, dtype=None,
-                        offload: str | None = None) -> "OmniGenPipeline":
-        """Load a model folder (official or diffusers layout) or a Hub repo id; the embedded model by default."""
+                        offload: str | None = None, quantize: str | None = None,
+                        base: str | os.PathLike | None = None) -> "OmniGenPipeline":
+        """Load a model folder (official or diffusers layout), a Hub repo id, or a single .safetensors file
+        (then `base`, a folder or repo id, lends the tokenizer and vae/); the embedded model by default.
+        `quantize`: None, 'int8' or 'fp8' (weights kept quantized in memory, see omnigen.quantize)."""
+        from .quantize import check_quantize
+
         model_id = os.fspath(path_or_repo_id) if path_or_repo_id is not None else default_model()
-        model_dir = resolve_model_dir(model_id)
         device = pick_device(device)
         dtype = pick_dtype(dtype, device)
-        config = load_config(model_dir)
-        transformer = load_transformer(model_dir, dtype=dtype, device=device)
+        quantize = check_quantize(quantize, device, dtype)  # before any download or read
+        if is_weights_file(model_id):
+            source = Path(os.path.expanduser(model_id))
+            if not source.is_file():
+                raise ModelFolderError(f"weights file not found: {model_id!r}")
+            if base is None:
+                raise ModelFolderError(f"{model_id} is a single weights file: it has no tokenizer nor VAE. Name a "
+                                       "model folder or Hub repo id that has them with base=... (--base on the "
+                                       "command line), e.g. base='Shitao/OmniGen-v1'")
+            model_dir = resolve_model_dir(base, weights=False)
+            base_config = load_config(model_dir) if has_config(model_dir) else None
+            with open_checkpoint(source) as checkpoint:
+                config = infer_config(checkpoint, base_config)
+        else:
+            source = model_dir = resolve_model_dir(model_id)
+            config = load_config(model_dir)
+        transformer = load_transformer(source, dtype=dtype, device=device, quantize=quantize, config=config,
+                                       keep_in_fp32=FRAGILE_MODULES if dtype == torch.float16 else ())
         if dtype == torch.float16:
             keep_fragile_parts_in_fp32(transformer)
         vae_dtype = torch.float32 if dtype == torch.float16 else dtype
@@ -114,6 +139,7 @@ class OmniGenPipeline:
         processor = OmniGenProcessor.from_pretrained(model_dir)
         defaults = model_defaults(model_dir, config.native_image_size, config.extra)
         pipe = cls(transformer, vae, processor, device, dtype, model_id=model_id, default_settings=defaults)
+        pipe.quantize = quantize
         pipe.set_offload(offload)
         return pipe
 
