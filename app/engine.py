@@ -31,7 +31,10 @@ from omnigen.png import save_png
 from omnigen.images import load_image
 from omnigen.settings import GenerationSettings, Limits
 
+from .adapters import server_adapters_allowed
 from .compose import composite_edit
+from .history import DEFAULT_LIMIT as DEFAULT_HISTORY_LIMIT
+from .history import HistoryStore
 from .jobs import LiveState, PipelineBusy, run_in_worker
 
 log = logging.getLogger("omnigen.studio")
@@ -92,7 +95,8 @@ class Studio:
 
     def __init__(self, pipe, output_dir: str | Path, max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
                  concurrency_limit: int = 1, default_offload: str | None = None, threads: int | None = None,
-                 limits: Limits | None = None):
+                 limits: Limits | None = None, allow_server_adapters: bool = False,
+                 history_limit: int | None = DEFAULT_HISTORY_LIMIT):
         self.pipe = pipe
         self.threads = set_cpu_threads(pipe, threads)
         self.output_dir = Path(output_dir).resolve()
@@ -101,6 +105,10 @@ class Studio:
         self.concurrency_limit = concurrency_limit
         self.live = LiveState()  # who uses the pipeline, each page's stop flag, the one training
         self.limits = limits or Limits()  # what one request may ask of this server
+        self.history = HistoryStore(self.output_dir, history_limit)  # each browser's runs, in the output folder
+        # Adapters from the server's own folders: the host's choice, never on a Space (app/adapters.py).
+        self.allow_server_adapters = server_adapters_allowed(allow_server_adapters)
+        self.adapter_sources: dict[str, str] = {}  # adapter name -> where it came from, for the page
         pipe.set_offload(default_offload)
         pipe.set_progress_bar_config(disable=True)  # the page shows progress; the log stays readable
 

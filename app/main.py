@@ -44,11 +44,19 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                    help="leave out the LoRA Train tab (also: OMNIGEN_DISABLE_TRAINING=1), e.g. on a shared host")
     p.add_argument("--output-dir", default=str(Path(tempfile.gettempdir()) / "omnigen-studio"),
                    help="where results are written; the only folder the page serves files from")
+    p.add_argument("--history-limit", type=int, default=200, metavar="N",
+                   help="runs kept in each browser's history (in the output folder); older ones are deleted with "
+                        "their pictures (default 200; 0: keep all)")
+    p.add_argument("--allow-server-adapters", action="store_true",
+                   help="let the page load LoRA adapters from folders on this server (off by default; always off "
+                        "on a Hugging Face Space)")
     add_limit_arguments(p)
     args = p.parse_args(argv)
     args.limits = host_limits(args)
     if args.concurrency < 1:
         p.error("--concurrency must be at least 1")
+    if args.history_limit < 0:
+        p.error("--history-limit must be 0 (keep all) or more")
     if args.model is None:  # resolved here so that --help does not wait for torch to import
         from omnigen.pipeline import default_model
 
@@ -88,7 +96,8 @@ def load_studio(args: argparse.Namespace):
     pipe = OmniGenPipeline.from_pretrained(args.model, device=args.device, dtype=args.dtype, quantize=args.quantize,
                                            base=args.base)
     return Studio(pipe, args.output_dir, concurrency_limit=args.concurrency, default_offload=args.offload,
-                  threads=args.threads, limits=args.limits)
+                  threads=args.threads, limits=args.limits, allow_server_adapters=args.allow_server_adapters,
+                  history_limit=args.history_limit)
 
 
 def studio_tabs(args: argparse.Namespace, extra_tabs: Sequence = ()) -> list:

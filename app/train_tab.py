@@ -321,39 +321,36 @@ def stream_run(studio: Studio, dataset: RowsDataset, config: TrainConfig, run: T
 
 
 def loaded_text(studio: Studio) -> str:
-    from omnigen.lora import lora_scales
+    from .adapters import loaded_adapters
 
-    scales = lora_scales(studio.pipe.transformer)
+    scales = loaded_adapters(studio)
     if not scales:
         return "The Generate tab uses the base model (no adapter loaded)."
     listed = ", ".join(f"`{name}` at strength {scale:g}" for name, scale in scales.items())
-    return f"The Generate tab uses {listed}; its images list the adapter under `loras` in their settings."
+    return (f"The Generate tab uses {listed} (its Adapters list shows them too); its images list the adapters under "
+            "`loras` in their settings.")
 
 
 def wire_use(studio: Studio, use: dict, shown: dict) -> None:
-    from omnigen.lora import lora_scales
+    """The run's adapter into the shared pipeline, through the same calls as the Generate tab's Adapters list."""
+    from .adapters import load_adapter, loaded_adapters, set_strength, unload_adapter
 
     def load(adapter: str, strength: float) -> str:
         path, name = run_of_adapter(studio, adapter)
-        with studio.live.use.exclusively(f"loading the LoRA {name!r}"):
-            if name in lora_scales(studio.pipe.transformer):  # a newer training of the same name replaces it
-                studio.pipe.unload_lora(name)
-            studio.pipe.load_lora(path, name=name, scale=float(strength))
+        # A newer training of the same name replaces the loaded one.
+        load_adapter(studio, Path(path), name, strength, source=f"Train tab: {Path(path).parent.name}", replace=True)
         return loaded_text(studio)
 
     def rescale(adapter: str, strength: float) -> str:
         if not adapter:
             return loaded_text(studio)
         _, name = run_of_adapter(studio, adapter)
-        if name in lora_scales(studio.pipe.transformer):
-            with studio.live.use.exclusively(f"changing the LoRA {name!r}"):
-                studio.pipe.set_lora_scales({name: float(strength)})
+        if name in loaded_adapters(studio):
+            set_strength(studio, name, strength)
         return loaded_text(studio)
 
     def unload() -> str:
-        if lora_scales(studio.pipe.transformer):
-            with studio.live.use.exclusively("unloading the LoRA adapters"):
-                studio.pipe.unload_lora()
+        unload_adapter(studio)
         return loaded_text(studio)
 
     quick = dict(concurrency_id=GPU_QUEUE, concurrency_limit=studio.concurrency_limit, api_visibility="private")

@@ -21,8 +21,10 @@ from omnigen.presets import PRESETS
 from omnigen.settings import GenerationSettings, parse_value, setting_field, setting_names, value_type
 
 from . import history as hist
+from .adapters_ui import adapter_view, build_adapters_panel, view_outputs, wire_adapters
 from .engine import (GPU_QUEUE, MAX_INPUT_IMAGES, DoneEvent, FailedEvent, GenerationJob, StepEvent, Studio,
                      gpu_job_events, python_snippet, set_studio)
+from .picture_ui import build_picture_panel, wire_picture
 from .presets_ui import build_preset_picker, wire_presets
 from .prompt_editing import image_problems
 from .prompt_ui import build_image_slots, mask_for_job, render_prompt, wire_mask, wire_prompt_editing
@@ -33,7 +35,8 @@ SLOTS = range(1, MAX_INPUT_IMAGES + 1)
 # Page settings, in the order their widgets are passed to handlers.
 FIELDS = ("width", "height", "num_inference_steps", "guidance_scale", "img_guidance_scale", "negative_prompt",
           "seed", "randomize_seed", "num_images_per_prompt", "max_input_image_size", "output_size", "cfg_mode",
-          "use_kv_cache", "use_img_guidance", "time_shift", "preview_every")
+          "use_kv_cache", "use_img_guidance", "time_shift", "sampler", "schedule", "guidance_start", "guidance_end",
+          "cache_threshold", "preview_every")
 # Page fields that are generation settings of the same name (the others: seed, randomize_seed, output_size
 # and preview_every are the page's own ways of saying them).
 SETTING_FIELDS = tuple(name for name in FIELDS if name in setting_names() and name != "seed")
@@ -49,6 +52,10 @@ CSS = """
 #prompt-preview .prompt-problems { color: #b00020; margin: 6px 0 0 0; }
 #prompt-preview .prompt-ok { color: #2e7d32; margin-top: 6px; }
 .slot-buttons button { min-width: 0 !important; padding: 2px 6px !important; }
+/* Small results are shown large and sharp: nearest-neighbour upscaling for display only (downloads are the PNG). */
+#results img, #preview img, #history img, #before-after img, #picture-drop img { image-rendering: pixelated; }
+#preview img, #picture-drop img { width: 100%; height: 100%; object-fit: contain; }
+#results .thumbnail-item img, #history .thumbnail-item img { object-fit: contain; }
 """
 
 
@@ -64,14 +71,29 @@ def build_app(studio: Studio, extra_tabs: Sequence[TabBuilder] = ()) -> gr.Block
         gr.Markdown("# OmniGen Studio")
         gr.Markdown(studio.header(), elem_id="model-header")
         with gr.Tabs():
-            with gr.Tab("Generate", id="generate"):
-                build_generate_tab(studio)
+            with gr.Tab("Generate", id="generate") as generate_tab:
+                page, shown = build_generate_tab(studio)
             for builder in extra_tabs:
                 builder(studio)
         from .api import build_api_endpoints
 
         build_api_endpoints(studio)
+        # The adapter list is the pipeline's: another tab (Train's "Use in Generate tab") or page may change it.
+        adapters = view_outputs(page["adapters"])
+        generate_tab.select(lambda: adapter_view(studio), None, adapters, api_visibility="private", queue=False)
+        demo.load(make_page_opener(studio), shown["browser"],
+                  [shown["browser"], shown["history_gallery"], *adapters], api_visibility="private")
     return demo
+
+
+def make_page_opener(studio: Studio) -> Callable:
+    """On page load: this browser's id (a new random one the first time) and its history, and the adapters."""
+
+    def open_page(browser: str | None):
+        browser = hist.valid_browser(browser) or hist.new_browser_id()
+        return [browser, hist.gallery_value(studio.history.entries(browser)), *adapter_view(studio)]
+
+    return open_page
 
 
 def launch_options(studio: Studio, max_file_size: str | int = "20mb", share: bool = False) -> dict[str, Any]:
@@ -86,17 +108,22 @@ def launch_options(studio: Studio, max_file_size: str | int = "20mb", share: boo
 # ----------------------------------------------------------------------------- the Generate tab
 
 
-def build_generate_tab(studio: Studio) -> None:
+def build_generate_tab(studio: Studio) -> tuple[dict[str, Any], dict[str, Any]]:
     """The Generate tab: inputs on the left, results on the right, then the events that join them."""
     with gr.Row():
         with gr.Column(scale=3):
             page = build_input_column(studio)
         with gr.Column(scale=2):
-            shown = build_output_column()
+            shown = build_output_column(studio)
     wire_presets(studio, page)
     wire_prompt_editing(page)
     wire_mask(page)
+    wire_adapters(studio, page["adapters"])
+    wire_picture(studio, page["picture"], [page["preset"], page["prompt"], *page["panel"].values()],
+                 page_values_from_settings)
     wire_generation(studio, page, shown)
+    wire_history(studio, page, shown)
+    return page, shown
 
 
 def build_input_column(studio: Studio) -> dict[str, Any]:
@@ -126,11 +153,16 @@ def build_input_column(studio: Studio) -> dict[str, Any]:
         page["generate"] = gr.Button("Generate", variant="primary", elem_id="generate")
         page["cancel"] = gr.Button("Cancel", variant="stop", elem_id="cancel")
     page["panel"] = build_settings_panel(studio, studio.defaults())
+    page["adapters"] = build_adapters_panel(studio)
+    page["picture"] = build_picture_panel()
     return page
 
 
-def build_output_column() -> dict[str, Any]:
-    shown: dict[str, Any] = {"history": gr.State([]), "selection": gr.State(None)}
+def build_output_column(studio: Studio) -> dict[str, Any]:
+    # The browser's id names its history in the output folder; kept in its localStorage, never shared.
+    shown: dict[str, Any] = {"browser": gr.BrowserState(None, storage_key="omnigen-studio-browser",
+                                                        secret=studio.history.secret()),
+                             "selection": gr.State(None), "latest": gr.State(None)}
     shown["status"] = gr.Markdown("Ready.", elem_id="status", min_height=56)
     shown["preview"] = gr.Image(label="Live preview", format="png", interactive=False, height=200,
                                 elem_id="preview")
@@ -147,12 +179,22 @@ def build_output_column() -> dict[str, Any]:
     shown["settings_json"] = gr.JSON(label="Settings of the selected image (also in its PNG)",
                                      elem_id="settings-json")
     shown["code"] = gr.Code(language="python", label="Copy as Python", buttons=["copy"], elem_id="python-code")
-    shown["history_gallery"] = gr.Gallery(label="Session history (this tab only)", format="png", columns=4,
-                                          height=200, interactive=False, elem_id="history")
+    shown["history_gallery"] = gr.Gallery(label="History (this browser, newest first)", format="png", columns=4,
+                                          height=240, interactive=False, elem_id="history")
+    with gr.Row():
+        shown["history_info"] = gr.Markdown(history_note(studio), elem_id="history-info")
+        shown["delete"] = gr.Button("Delete the selected run", size="sm", variant="stop", elem_id="history-delete",
+                                    scale=0, min_width=200)
     return shown
 
 
-RUN_OUTPUTS = ("status", "preview", "results", "before_after", "settings_json", "code", "download", "history",
+def history_note(studio: Studio) -> str:
+    limit = studio.history.limit
+    kept = f"the newest {limit} runs are kept" if limit else "every run is kept"
+    return f"<small>Kept in the studio's output folder for this browser only; {kept}.</small>"
+
+
+RUN_OUTPUTS = ("status", "preview", "results", "before_after", "settings_json", "code", "download", "latest",
                "history_gallery", "selection")
 
 
@@ -163,20 +205,39 @@ def wire_generation(studio: Studio, page: dict, shown: dict) -> None:
     start_run, request_stop = make_run_controls(studio)
     checked = page["generate"].click(start_run, [page["prompt"], panel["output_size"], *slots], None,
                                      concurrency_limit=None, show_progress="hidden", api_visibility="private")
-    checked.success(make_generate_handler(studio, outputs),
-                    [page["preset"], page["prompt"], *slots, page["mask_editor"], *panel.values(), shown["history"]],
-                    list(outputs.values()), concurrency_id=GPU_QUEUE, concurrency_limit=studio.concurrency_limit,
-                    show_progress_on=[shown["status"]], api_name="generate_ui", api_visibility="private")
+    ran = checked.success(make_generate_handler(studio, outputs),
+                          [page["preset"], page["prompt"], *slots, page["mask_editor"], *panel.values(),
+                           shown["browser"]],
+                          list(outputs.values()), concurrency_id=GPU_QUEUE, concurrency_limit=studio.concurrency_limit,
+                          show_progress_on=[shown["status"]], api_name="generate_ui", api_visibility="private")
+    ran.then(lambda: adapter_view(studio), None, view_outputs(page["adapters"]), api_visibility="private",
+             queue=False)
     page["cancel"].click(request_stop, None, shown["status"], queue=False, api_visibility="private")
 
-    history, selection = shown["history"], shown["selection"]
+
+def wire_history(studio: Studio, page: dict, shown: dict) -> None:
+    """Selecting a result or a history picture, and what the buttons under them do with it."""
+    browser, selection, slots, panel = shown["browser"], shown["selection"], page["slots"], page["panel"]
     picked = [selection, shown["settings_json"], shown["code"], shown["download"]]
-    shown["results"].select(select_latest, history, picked, api_visibility="private")
-    shown["history_gallery"].select(select_in_history, history, picked, api_visibility="private")
-    shown["use_as_input"].click(send_to_slot, [selection, history, shown["use_slot"]], slots,
-                                api_visibility="private")
-    shown["reuse"].click(reuse_entry, [selection, history], [page["preset"], page["prompt"], *slots,
-                                                            *panel.values()], api_visibility="private")
+    quiet = dict(api_visibility="private")
+
+    def on_result(b: str | None, latest: str | None, evt: gr.SelectData):
+        return selected_outputs(studio.history.entries(b), [latest, evt.index] if latest else None)
+
+    def on_history(b: str | None, evt: gr.SelectData):
+        entries = studio.history.entries(b)
+        items = hist.flat_items(entries)
+        return selected_outputs(entries, list(items[evt.index]) if 0 <= evt.index < len(items) else None)
+
+    shown["results"].select(on_result, [browser, shown["latest"]], picked, **quiet)
+    shown["history_gallery"].select(on_history, browser, picked, **quiet)
+    shown["use_as_input"].click(lambda chosen, b, slot: send_to_slot(studio, chosen, b, slot),
+                                [selection, browser, shown["use_slot"]], slots, **quiet)
+    shown["reuse"].click(lambda chosen, b: reuse_entry(studio, chosen, b), [selection, browser],
+                         [page["preset"], page["prompt"], *slots, *panel.values()], **quiet)
+    cleared = [shown["history_gallery"], *picked, shown["results"], shown["preview"], shown["latest"]]
+    shown["delete"].click(lambda chosen, b, latest: delete_entry(studio, chosen, b, latest),
+                          [selection, browser, shown["latest"]], cleared, **quiet)
 
 
 def setting_widget(name: str, value: Any, top: int, **layout: Any) -> Any:
@@ -223,6 +284,13 @@ def build_settings_panel(studio: Studio, d: GenerationSettings) -> dict[str, Any
             with gr.Row():
                 for name in ("cfg_mode", "use_kv_cache", "use_img_guidance", "time_shift"):
                     panel[name] = setting_widget(name, getattr(d, name), top)
+            with gr.Row():
+                for name in ("sampler", "schedule"):
+                    panel[name] = setting_widget(name, getattr(d, name), top)
+            with gr.Row():
+                for name in ("guidance_start", "guidance_end", "cache_threshold"):
+                    panel[name] = setting_widget(name, getattr(d, name), top)
+            with gr.Row():
                 panel["preview_every"] = gr.Slider(0, 20, 5, step=1, label="Live preview every N steps (0: off)",
                                                    elem_id="preview-every")
                 # Where the model waits between steps: the pipeline's, for every page, changed between jobs.
@@ -258,13 +326,30 @@ def settings_from_page(studio: Studio, values: dict[str, Any]) -> GenerationSett
 
 
 def page_values_from_settings(settings: dict[str, Any], ui: dict[str, Any] | None = None) -> list[Any]:
-    """Widget values (in FIELDS order) that restore a run: its page values, its exact seed."""
+    """Widget values (in FIELDS order) that restore a run: its page values, its exact seed. A value outside a
+    slider's usual span widens the slider rather than being clamped by it."""
     values = dict(ui or {})
-    values.update(seed=settings.get("seed", 0), randomize_seed=False)
+    if "seed" in settings:
+        values.update(seed=settings["seed"], randomize_seed=False)
     for key in SETTING_FIELDS:
         if key in settings and key not in values:
             values[key] = settings[key]
-    return [values.get(key, gr.skip()) for key in FIELDS]
+    if "use_input_image_size_as_output" in settings and "output_size" not in values:
+        values["output_size"] = int(settings["use_input_image_size_as_output"] or 0)
+    return [restored_value(key, values[key]) if key in values else gr.skip() for key in FIELDS]
+
+
+def restored_value(name: str, value: Any) -> Any:
+    """A widget value, or a slider update whose span takes it (steps 1-100 on the page, up to 1000 allowed)."""
+    if name not in setting_names() or isinstance(value, bool) or not isinstance(value, (int, float)):
+        return value
+    meta = setting_field(name).metadata
+    if not meta["ui"]:
+        return value
+    low, high, _ = meta["ui"]
+    if low <= value <= high:
+        return value
+    return gr.Slider(value=value, minimum=min(low, value), maximum=max(high, value))
 
 
 # Cancel sets the page's stop flag in studio.live; the running (or queued) Generate reads it between steps.
@@ -302,7 +387,7 @@ def check_prompt(prompt: str, output_size: int | None, *images: str | None) -> N
 
 def make_generate_handler(studio: Studio, outputs: dict[str, Any]) -> Callable:
     """The Generate event: a generator that streams step progress and previews, then the results."""
-    status, preview, results, before_after, settings_json, code, download, history, history_gallery, \
+    status, preview, results, before_after, settings_json, code, download, latest, history_gallery, \
         selection, seed = outputs.values()
 
     def generate(request: gr.Request, progress=gr.Progress(), *page_values):
@@ -310,7 +395,7 @@ def make_generate_handler(studio: Studio, outputs: dict[str, Any]) -> Callable:
         images = list(rest[:MAX_INPUT_IMAGES])
         editor = rest[MAX_INPUT_IMAGES]
         values = dict(zip(FIELDS, rest[MAX_INPUT_IMAGES + 1:MAX_INPUT_IMAGES + 1 + len(FIELDS)]))
-        past = list(rest[-1] or [])
+        browser = hist.valid_browser(rest[-1])
         prompt = prompt or ""
         stop = studio.live.generation_stop(request.session_hash)
         if stop.is_set():  # Cancel was pressed while the job waited in the queue
@@ -342,15 +427,15 @@ def make_generate_handler(studio: Studio, outputs: dict[str, Any]) -> Callable:
                 elif isinstance(event, FailedEvent):
                     raise gr.Error(event.message)
                 else:
-                    yield finished(event, job, values, past, preset_name, prompt, images)
+                    yield finished(event, job, values, browser, preset_name, prompt, images)
         finally:
             events.close()
             studio.live.end_generation(request.session_hash)
 
-    def finished(done: DoneEvent, job: GenerationJob, values: dict, past: list, preset_name: str, prompt: str,
-                 images: list) -> dict:
-        entry = hist.new_entry(preset_name, prompt, [p for p in images if p], values, done)
-        past = past + [entry]
+    def finished(done: DoneEvent, job: GenerationJob, values: dict, browser: str | None, preset_name: str,
+                 prompt: str, images: list) -> dict:
+        entry = hist.new_entry(studio.history, browser, preset_name, prompt, [p for p in images if p], values, done)
+        entries = studio.history.add(browser, entry)
         first = entry["results"][0]
         seeds = ", ".join(str(r["settings"]["seed"]) for r in entry["results"])
         masked = " Pixels outside the mask are the original's." if job.mask is not None else ""
@@ -361,7 +446,7 @@ def make_generate_handler(studio: Studio, outputs: dict[str, Any]) -> Callable:
                 before_after: slider, settings_json: first["settings"],
                 code: python_snippet(first["settings"], [Path(p).name for p in entry["images"]]),
                 download: gr.DownloadButton(value=first["path"], visible=True),
-                history: past, history_gallery: hist.gallery_value(past), selection: [len(past) - 1, 0]}
+                latest: entry["id"], history_gallery: hist.gallery_value(entries), selection: [entry["id"], 0]}
 
     return generate
 
@@ -369,8 +454,8 @@ def make_generate_handler(studio: Studio, outputs: dict[str, Any]) -> Callable:
 # ----------------------------------------------------------------------------- results and history
 
 
-def selected_outputs(history: list, chosen: list[int] | None):
-    found = hist.lookup(history, chosen)
+def selected_outputs(entries: list, chosen: list | None):
+    found = hist.lookup(entries, chosen)
     if found is None:
         return None, None, "", gr.DownloadButton(visible=False)
     entry, result = found
@@ -378,29 +463,36 @@ def selected_outputs(history: list, chosen: list[int] | None):
             gr.DownloadButton(value=result["path"], visible=True))
 
 
-def select_latest(history: list, evt: gr.SelectData):
-    return selected_outputs(history, [len(history) - 1, evt.index] if history else None)
+SELECT_FIRST = "Select a result first (click it in Results or in the history)."
 
 
-def select_in_history(history: list, evt: gr.SelectData):
-    items = hist.flat_items(history)
-    return selected_outputs(history, list(items[evt.index]) if 0 <= evt.index < len(items) else None)
-
-
-def send_to_slot(chosen, history: list, slot: int):
-    found = hist.lookup(history, chosen)
-    if found is None:
-        raise gr.Error("Select a result first (click it in Results or in the history).")
+def send_to_slot(studio: Studio, chosen, browser: str | None, slot: int):
+    found = hist.lookup(studio.history.entries(browser), chosen)
+    if found is None or not Path(found[1]["path"]).is_file():
+        raise gr.Error(SELECT_FIRST)
     return [found[1]["path"] if k == int(slot) else gr.skip() for k in SLOTS]
 
 
-def reuse_entry(chosen, history: list):
-    found = hist.lookup(history, chosen)
+def reuse_entry(studio: Studio, chosen, browser: str | None):
+    found = hist.lookup(studio.history.entries(browser), chosen)
     if found is None:
-        raise gr.Error("Select a result first (click it in Results or in the history).")
+        raise gr.Error(SELECT_FIRST)
     entry, result = found
     present = [path if Path(path).is_file() else None for path in entry["images"]]
     if None in present:
-        gr.Warning("Some input pictures of that run were cleared from the server; upload them again.")
+        gr.Warning("Some input pictures of that run are no longer on the server; upload them again.")
     slots = (present + [None] * MAX_INPUT_IMAGES)[:MAX_INPUT_IMAGES]
     return [entry["preset"], entry["prompt"], *slots, *page_values_from_settings(result["settings"], entry["ui"])]
+
+
+def delete_entry(studio: Studio, chosen, browser: str | None, latest: str | None):
+    """Remove the selected run (its pictures too) from this browser's history; clear what showed it."""
+    found = hist.lookup(studio.history.entries(browser), chosen)
+    if found is None:
+        raise gr.Error("Select a picture of the run to delete (in Results or in the history).")
+    entry_id = found[0]["id"]
+    entries = studio.history.delete(browser, entry_id)
+    gr.Info(f"Deleted the run of {found[0].get('time', 'that time')} and its {len(found[0]['results'])} picture(s).")
+    shown_gone = latest == entry_id
+    return [hist.gallery_value(entries), None, None, "", gr.DownloadButton(visible=False),
+            [] if shown_gone else gr.skip(), None if shown_gone else gr.skip(), None if shown_gone else gr.skip()]

@@ -1,0 +1,210 @@
+"""Settings from a picture: read the `omnigen` record of any PNG this project made (CLI, Python, studio) and keep
+only what is valid, saying what was ignored.
+
+    found = picture_settings("result.png", max_side=1024)
+    found.record     # the JSON as stored (or None); found.settings: the valid generation settings, checked together
+    found.prompt, found.num_input_images, found.loras, found.ignored   # ignored: "name: why" sentences
+
+The PNG's chunks are read here, not by PIL: a forged file may hold megabytes of text, or a compressed chunk that
+inflates to gigabytes, and only MAX_RECORD_BYTES of it are ever read. Nothing here imports gradio.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import struct
+import zlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from omnigen.png import SETTINGS_KEY
+from omnigen.presets import PRESETS
+from omnigen.settings import GenerationSettings, check_value, setting_field, setting_names
+
+MAX_RECORD_BYTES = 64 * 1024  # a real record is about 2 KB, most of it the negative prompt
+MAX_PROMPT_CHARS = 20_000
+MAX_INPUT_IMAGES = 5
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+# What a record holds besides the generation settings (omnigen.pipeline.OmniGenPipeline.record, the studio's).
+DESCRIPTIVE_KEYS = ("prompt", "num_input_images", "model", "device", "dtype", "loras", "offload", "preset",
+                    "kept_pixels_outside_mask")
+
+
+class NoSettings(ValueError):
+    """The picture carries no readable settings; the message says why."""
+
+
+@dataclass
+class PictureSettings:
+    """What a picture's record gives: valid settings, its prompt and inputs, and what was ignored and why."""
+
+    record: dict[str, Any]
+    settings: dict[str, Any] = field(default_factory=dict)  # setting name -> value, each valid, all checked together
+    prompt: str | None = None
+    num_input_images: int = 0
+    preset: str | None = None
+    loras: dict[str, float] = field(default_factory=dict)
+    ignored: list[str] = field(default_factory=list)
+
+
+# ----------------------------------------------------------------------------- reading the chunk
+
+
+def read_record_text(path: str | Path, limit: int = MAX_RECORD_BYTES) -> str:
+    """The text of the PNG's `omnigen` chunk (tEXt, zTXt or iTXt), at most `limit` bytes of it, or NoSettings."""
+    with open(path, "rb") as handle:
+        if handle.read(8) != PNG_SIGNATURE:
+            raise NoSettings("this file is not a PNG: only PNGs made by OmniGen Studio (the studio, the CLI or "
+                             "Python) carry their settings")
+        while header := handle.read(8):
+            if len(header) < 8:
+                break
+            length, kind = struct.unpack(">I4s", header)
+            if kind in (b"tEXt", b"zTXt", b"iTXt"):
+                keyword = handle.read(min(length, 80)).split(b"\0", 1)[0]
+                handle.seek(-min(length, 80), 1)
+                if keyword == SETTINGS_KEY.encode():
+                    if length > limit + 1024:  # a compressed chunk is smaller than its text: the cap holds too
+                        raise NoSettings(f"its settings are {length:,} bytes, more than the {limit:,} a real "
+                                         "record needs: refused unread")
+                    return chunk_text(kind, handle.read(length), limit)
+            if kind == b"IEND":
+                break
+            handle.seek(length + 4, 1)  # the data and its CRC
+    raise NoSettings("this picture carries no OmniGen settings (it was not made by OmniGen Studio, or an editor "
+                     "removed its metadata when it was saved or copied)")
+
+
+def chunk_text(kind: bytes, data: bytes, limit: int) -> str:
+    keyword, _, rest = data.partition(b"\0")
+    if kind == b"tEXt":
+        return rest.decode("latin-1")
+    if kind == b"zTXt":
+        return inflate(rest[1:], limit).decode("latin-1")
+    compressed, rest = rest[:1] == b"\1", rest[2:]  # flag, method
+    _, _, rest = rest.partition(b"\0")  # language tag
+    _, _, text = rest.partition(b"\0")  # translated keyword
+    try:
+        return (inflate(text, limit) if compressed else text).decode("utf-8")
+    except UnicodeDecodeError:
+        raise NoSettings("its settings are not valid UTF-8 text") from None
+
+
+def inflate(data: bytes, limit: int) -> bytes:
+    engine = zlib.decompressobj()
+    try:
+        text = engine.decompress(data, limit + 1)
+    except zlib.error:
+        raise NoSettings("its settings chunk is damaged (it does not decompress)") from None
+    if len(text) > limit:
+        raise NoSettings(f"its settings inflate to more than {limit:,} bytes, more than a real record needs: refused")
+    return text
+
+
+def read_record(path: str | Path, limit: int = MAX_RECORD_BYTES) -> dict[str, Any]:
+    text = read_record_text(path, limit)
+    try:
+        record = json.loads(text, parse_constant=lambda name: None)  # NaN, Infinity: not numbers a setting takes
+    except (json.JSONDecodeError, RecursionError):
+        raise NoSettings("its settings are not valid JSON (the metadata was damaged or forged)") from None
+    if not isinstance(record, dict):
+        raise NoSettings(f"its settings are a JSON {type(record).__name__}, not an object of named settings")
+    return record
+
+
+# ----------------------------------------------------------------------------- keeping what is valid
+
+
+def picture_settings(path: str | Path, max_side: int | None = None, limit: int = MAX_RECORD_BYTES) -> PictureSettings:
+    """The valid settings of a picture's record (NoSettings when it has none), each checked alone and then all
+    together (e.g. guidance_start below guidance_end, sides the model can draw); the rest in `ignored`."""
+    record = read_record(path, limit)
+    found = PictureSettings(record)
+    for name in setting_names():
+        if name in record:
+            value = record[name]
+            if name == "use_input_image_size_as_output" and isinstance(value, bool):
+                value = int(value)  # the official API's boolean means image 1
+            try:
+                check_value(setting_field(name), value)
+                found.settings[name] = value
+            except ValueError as error:
+                found.ignored.append(f"{name}: {error}")
+    drop_conflicts(found, max_side)
+    read_descriptive(found, record)
+    unknown = sorted(key for key in record if key not in setting_names() and key not in DESCRIPTIVE_KEYS)
+    if unknown:
+        shown = ", ".join(str(k)[:40] for k in unknown[:8]) + (f" and {len(unknown) - 8} more" if len(unknown) > 8 else "")
+        found.ignored.append(f"unknown keys, not settings of this studio: {shown}")
+    return found
+
+
+def drop_conflicts(found: PictureSettings, max_side: int | None) -> None:
+    """Drop the settings named by a check of all of them together until the rest pass (each valid alone)."""
+    for _ in range(len(found.settings) + 1):
+        try:
+            GenerationSettings.from_record(found.settings).check(max_side)
+            return
+        except ValueError as error:
+            message = str(error)
+            first = message.split(" ", 1)[0]
+            named = [first] if first in found.settings else [n for n in found.settings if f"{n} " in message]
+            if not named:
+                found.ignored.append(f"all settings: {message}")
+                found.settings.clear()
+                return
+            found.settings.pop(named[0])
+            found.ignored.append(f"{named[0]}: {message}")
+
+
+def read_descriptive(found: PictureSettings, record: dict[str, Any]) -> None:
+    prompt = record.get("prompt")
+    if isinstance(prompt, str) and len(prompt) <= MAX_PROMPT_CHARS:
+        found.prompt = prompt
+    elif "prompt" in record:
+        found.ignored.append("prompt: " + (f"longer than {MAX_PROMPT_CHARS:,} characters" if isinstance(prompt, str)
+                                           else f"not text ({type(prompt).__name__})"))
+    count = record.get("num_input_images", 0)
+    if isinstance(count, int) and not isinstance(count, bool) and 0 <= count <= MAX_INPUT_IMAGES:
+        found.num_input_images = count
+    else:
+        found.ignored.append(f"num_input_images: not a whole number from 0 to {MAX_INPUT_IMAGES} ({str(count)[:40]})")
+    preset = record.get("preset")
+    if preset is not None:
+        if isinstance(preset, str) and preset in PRESETS:
+            found.preset = preset
+        else:
+            found.ignored.append(f"preset: not one of this studio's presets ({str(preset)[:40]})")
+    loras = record.get("loras") or {}
+    if isinstance(loras, dict) and all(isinstance(k, str) and is_number(v) for k, v in loras.items()):
+        found.loras = {k[:80]: float(v) for k, v in list(loras.items())[:16]}
+    else:
+        found.ignored.append("loras: not a list of adapter names and strengths")
+
+
+def is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def describe(found: PictureSettings, loaded: dict[str, float]) -> str:
+    """Markdown for the page: what will be restored, which pictures to supply, adapters, what was ignored."""
+    lines = [f"**Settings found**: the prompt and {len(found.settings)} settings can be restored."
+             if found.prompt is not None else
+             f"**Settings found**: {len(found.settings)} settings can be restored (no usable prompt)."]
+    n = found.num_input_images
+    if n:
+        slots = ", ".join(f"image {k}" for k in range(1, n + 1))
+        lines.append(f"It was made from **{n} input picture{'s' if n > 1 else ''}** ({slots}): the settings do not "
+                     "hold pictures, so put the same ones in those slots yourself.")
+    else:
+        lines.append("It was made from the prompt alone (no input pictures).")
+    if found.loras:
+        used = ", ".join(f"`{name}` at {scale:g}" for name, scale in found.loras.items())
+        missing = [name for name in found.loras if name not in loaded]
+        lines.append(f"Adapters it used: {used}." + (f" Not loaded now: {', '.join(missing)}; load them under "
+                                                      "Adapters for the same picture." if missing else ""))
+    if found.ignored:
+        lines.append("**Ignored** (not valid here):\n" + "\n".join(f"- {item[:300]}" for item in found.ignored[:20]))
+    return "\n\n".join(lines)

@@ -1,0 +1,78 @@
+"""The Generate tab's "Settings from a picture": drop or paste a PNG made by OmniGen Studio (the studio, the CLI or
+Python) to see the settings stored in it, and restore its prompt and settings with one click.
+
+The picture is read by app.picture_settings, which caps what it reads and keeps only valid settings; the page
+says which input pictures the user must supply (the record names none) and what was ignored.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import gradio as gr
+
+from omnigen.png import SETTINGS_KEY
+
+from .adapters import loaded_adapters
+from .engine import Studio
+from .picture_settings import NoSettings, describe, picture_settings
+
+
+def picture_drop(**options: Any) -> gr.Image:
+    """An image input that hands over the uploaded file exactly as it came, never opened by PIL first: a forged
+    PNG (megabytes of text, a compressed chunk that inflates without end) must reach our reader, which caps it.
+    (An instance's own preprocess, not a subclass: gradio writes a .pyi beside every component subclass.)"""
+    drop = gr.Image(type="filepath", **options)
+    drop.preprocess = lambda payload: None if payload is None or payload.path is None else str(payload.path)
+    return drop
+
+
+def build_picture_panel() -> dict[str, Any]:
+    pic: dict[str, Any] = {"found": gr.State(None)}
+    with gr.Accordion("Settings from a picture", open=False, elem_id="picture-settings"):
+        gr.Markdown("Drop or paste a PNG made by OmniGen Studio (studio, CLI or Python): its prompt and settings "
+                    f"travel inside it (the `{SETTINGS_KEY}` text chunk).")
+        with gr.Row():
+            pic["drop"] = picture_drop(sources=["upload", "clipboard"], format="png", height=220,
+                                      label="PNG with settings", elem_id="picture-drop", scale=1)
+            with gr.Column(scale=2):
+                pic["report"] = gr.Markdown("", elem_id="picture-report")
+                pic["restore"] = gr.Button("Restore prompt and settings", variant="primary", interactive=False,
+                                           elem_id="picture-restore")
+        pic["json"] = gr.JSON(label="Settings stored in the picture", visible=False, elem_id="picture-json")
+    return pic
+
+
+def wire_picture(studio: Studio, pic: dict[str, Any], restore_targets: list[Any],
+                 page_values: Callable[[dict[str, Any]], list[Any]]) -> None:
+    """`restore_targets`: preset, prompt, then the settings widgets; `page_values(settings)` gives the latter."""
+
+    def read(path: str | None):
+        if not path:
+            return None, "", gr.JSON(visible=False), gr.Button(interactive=False)
+        try:
+            found = picture_settings(path, max_side=studio.pipe.max_image_side)
+        except NoSettings as error:
+            return (None, f"**No settings to restore**: {error}.", gr.JSON(visible=False),
+                    gr.Button(interactive=False))
+        except OSError:
+            return None, "**No settings to restore**: the file could not be read.", gr.JSON(visible=False), \
+                gr.Button(interactive=False)
+        keep = {"settings": found.settings, "prompt": found.prompt, "preset": found.preset}
+        usable = bool(found.settings) or found.prompt is not None
+        return (keep, describe(found, loaded_adapters(studio)), gr.JSON(found.record, visible=True),
+                gr.Button(interactive=usable))
+
+    def restore(found: dict[str, Any] | None):
+        if not found:
+            raise gr.Error("Drop a PNG made by OmniGen Studio first.")
+        prompt = found["prompt"] if found["prompt"] is not None else gr.skip()
+        preset = found["preset"] or gr.skip()
+        gr.Info("Prompt and settings restored" + ("" if found["prompt"] is not None else " (the picture's prompt was "
+                                                  "not usable: yours is kept)") + ".")
+        return [preset, prompt, *page_values(found["settings"])]
+
+    pic["drop"].change(read, pic["drop"], [pic["found"], pic["report"], pic["json"], pic["restore"]],
+                       api_visibility="private", show_progress="hidden")
+    pic["restore"].click(restore, pic["found"], restore_targets, api_visibility="private")
