@@ -253,8 +253,8 @@ def bench_loads(args) -> list[str]:
 
 def generation_plan(args) -> tuple[list[dict], list[tuple]]:
     gpu = args.gpu
-    runs = ([("t2i", 1024, 50), ("edit", 1024, 50)] if gpu else
-            [("t2i", s, args.steps) for s in args.sizes] + [("edit", args.sizes[0], args.steps)])
+    sizes, steps = args.sizes or ([1024] if gpu else [128, 256]), args.steps or (50 if gpu else 2)
+    runs = [("t2i", s, steps) for s in sizes] + [("edit", sizes[0], steps)]
     device = "cuda" if gpu else "cpu"
     jobs = []
     for entry in args.configs:  # kind:dtype[:offload][:quantize]
@@ -316,8 +316,8 @@ def main(argv=None) -> int:
                                                      "diffusers:bf16"],
                     help="PIPELINE:DTYPE[:OFFLOAD][:QUANTIZE], PIPELINE ours or diffusers")
     ge.add_argument("--gpu", action="store_true", help="GPU settings: 1024x1024, 50 steps, on cuda")
-    ge.add_argument("--sizes", nargs="+", type=int, default=[128, 256])
-    ge.add_argument("--steps", type=int, default=2)
+    ge.add_argument("--sizes", nargs="+", type=int, default=None, help="default: 128 256 on a CPU, 1024 on a GPU")
+    ge.add_argument("--steps", type=int, default=None, help="default: 2 on a CPU, 50 on a GPU")
     ge.add_argument("--budget-s", type=float, default=1200, help="stop starting new jobs after this many seconds")
     for sp in (lo, ge):
         sp.add_argument("--cap-gb", type=float, default=20.0, help="address-space cap of each child (GiB)")
