@@ -78,20 +78,20 @@ def unpack_adapter_zip(archive: Path, scratch: Path) -> Path:
                     copy_at_most(source, target, MAX_UNPACKED_BYTES, archive.name)
             return folder
     except zipfile.BadZipFile as error:
-        raise AdapterSourceError(f"{archive.name} is not a readable zip file ({error})") from None
+        raise AdapterSourceError(f"the upload {archive.name} is not a readable zip file ({error})") from None
 
 
 def check_members(archive: str, members: list[zipfile.ZipInfo]) -> None:
     escaping = [m.filename for m in members if escapes_folder(m.filename)]
     if escaping:
         shown = ", ".join(escaping[:3]) + (", ..." if len(escaping) > 3 else "")
-        raise AdapterSourceError(f"{archive} is refused: {shown} would land outside the adapter's folder (absolute "
+        raise AdapterSourceError(f"the upload {archive} is refused: {shown} would land outside the adapter's folder (absolute "
                                  "paths and '..' are not allowed in an adapter zip); zip the folder itself")
     links = [m.filename for m in members if stat.S_ISLNK(m.external_attr >> 16)]
     if links:
-        raise AdapterSourceError(f"{archive} is refused: {', '.join(links[:3])} is a link; zip the files themselves")
+        raise AdapterSourceError(f"the upload {archive} is refused: {', '.join(links[:3])} is a link; zip the files themselves")
     if sum(m.file_size for m in members) > MAX_UNPACKED_BYTES:
-        raise AdapterSourceError(f"{archive} unpacks to more than {MAX_UNPACKED_BYTES >> 30} GB: not an adapter")
+        raise AdapterSourceError(f"the upload {archive} unpacks to more than {MAX_UNPACKED_BYTES >> 30} GB: not an adapter")
 
 
 def escapes_folder(name: str) -> bool:
@@ -108,11 +108,11 @@ def adapter_member(archive: str, members: list[zipfile.ZipInfo]) -> zipfile.ZipI
         return complete[0]
     if len(complete) > 1:
         folders = ", ".join(m.filename[:-len(ADAPTER_CONFIG)] or "(top)" for m in complete)
-        raise AdapterSourceError(f"{archive} holds several adapters ({folders}); zip one adapter folder at a time")
+        raise AdapterSourceError(f"the upload {archive} holds several adapters ({folders}); zip one adapter folder at a time")
     pickled = [n for n in names if PurePosixPath(n).name in ("adapter_model.bin", "adapter_model.pt")]
     hint = (f"; {PurePosixPath(pickled[0]).name} is a pickle file, which is not read (it can run code): save the "
             "adapter with safetensors") if pickled else ""
-    raise AdapterSourceError(f"{archive} is not a LoRA adapter: it holds no folder with both {ADAPTER_CONFIG} and "
+    raise AdapterSourceError(f"the upload {archive} is not a LoRA adapter: it holds no folder with both {ADAPTER_CONFIG} and "
                              f"{ADAPTER_WEIGHTS} (as peft's save_pretrained writes them){hint}")
 
 
@@ -122,7 +122,7 @@ def copy_at_most(source, target, limit: int, archive: str) -> None:
     while block := source.read(1 << 20):
         written += len(block)
         if written > limit:
-            raise AdapterSourceError(f"{archive} unpacks to more than {limit >> 30} GB: not an adapter")
+            raise AdapterSourceError(f"the upload {archive} unpacks to more than {limit >> 30} GB: not an adapter")
         target.write(block)
 
 

@@ -128,7 +128,7 @@ def wire_adapters(studio: Studio, ad: dict[str, Any]) -> None:
             shown = f"the upload ({', '.join(Path(f).name for f in files)})"
             load_from(studio, folder, name or default_name(files) or "", strength, shown, f"upload: {Path(files[0]).name}"
                       if len(files) == 1 else "upload")
-        return refresh()
+        return [*refresh(), None]  # the upload is loaded: the box is free for the next one
 
     def from_hub(repo_id, name, strength):
         folder = hub_adapter(repo_id)
@@ -141,14 +141,16 @@ def wire_adapters(studio: Studio, ad: dict[str, Any]) -> None:
         load_from(studio, folder, name, strength, str(folder), f"server: {folder}")
         return refresh()
 
-    ad["load_upload"].click(readable(from_upload), [ad["files"], ad["name"], ad["strength"]], outputs, **quick)
+    ad["load_upload"].click(readable(from_upload), [ad["files"], ad["name"], ad["strength"]], [*outputs, ad["files"]],
+                            **quick)
     ad["load_hub"].click(readable(from_hub), [ad["hub_id"], ad["name"], ad["strength"]], outputs, **quick)
     ad["load_path"].click(readable(from_path), [ad["path"], ad["name"], ad["strength"]], outputs, **quick)
     ad["unload_all"].click(readable(lambda: (unload_adapter(studio), refresh())[1]), None, outputs, **quick)
     for i in range(MAX_ADAPTERS):
         ad["unloads"][i].click(readable(functools.partial(unload_row, studio, i)), ad["names"], outputs, **quick)
-        ad["sliders"][i].release(readable(functools.partial(rescale_row, studio, i)), [ad["names"], ad["sliders"][i]],
-                                 ad["summary"], **quick)
+        # .change: dragging and typing in the number box both; a refresh that shows the same strength is a no-op.
+        ad["sliders"][i].change(readable(functools.partial(rescale_row, studio, i)), [ad["names"], ad["sliders"][i]],
+                                ad["summary"], trigger_mode="always_last", **quick)
     ad["accordion"].expand(refresh, None, outputs, api_visibility="private", queue=False)
 
 
@@ -159,6 +161,7 @@ def unload_row(studio: Studio, i: int, names: list[str]) -> list[Any]:
 
 
 def rescale_row(studio: Studio, i: int, names: list[str], strength: float) -> str:
-    if i < len(names or []):
+    names = names or []
+    if i < len(names) and strength is not None and loaded_adapters(studio).get(names[i]) != float(strength):
         set_strength(studio, names[i], strength)
     return summary_text(studio)

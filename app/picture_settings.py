@@ -11,8 +11,10 @@ inflates to gigabytes, and only MAX_RECORD_BYTES of it are ever read. Nothing he
 
 from __future__ import annotations
 
+import html
 import json
 import math
+import re
 import struct
 import zlib
 from dataclasses import dataclass, field
@@ -117,9 +119,11 @@ def read_record(path: str | Path, limit: int = MAX_RECORD_BYTES) -> dict[str, An
 # ----------------------------------------------------------------------------- keeping what is valid
 
 
-def picture_settings(path: str | Path, max_side: int | None = None, limit: int = MAX_RECORD_BYTES) -> PictureSettings:
+def picture_settings(path: str | Path, max_side: int | None = None, limit: int = MAX_RECORD_BYTES,
+                     base: GenerationSettings | None = None) -> PictureSettings:
     """The valid settings of a picture's record (NoSettings when it has none), each checked alone and then all
-    together (e.g. guidance_start below guidance_end, sides the model can draw); the rest in `ignored`."""
+    together over `base` (the page's defaults: e.g. guidance_start below guidance_end, sides the model can draw);
+    the rest in `ignored`."""
     record = read_record(path, limit)
     found = PictureSettings(record)
     for name in setting_names():
@@ -130,22 +134,22 @@ def picture_settings(path: str | Path, max_side: int | None = None, limit: int =
             try:
                 check_value(setting_field(name), value)
                 found.settings[name] = value
-            except ValueError as error:
-                found.ignored.append(f"{name}: {error}")
-    drop_conflicts(found, max_side)
+            except ValueError as error:  # the message opens with the setting's name
+                found.ignored.append(str(error))
+    drop_conflicts(found, max_side, base)
     read_descriptive(found, record)
     unknown = sorted(key for key in record if key not in setting_names() and key not in DESCRIPTIVE_KEYS)
     if unknown:
-        shown = ", ".join(str(k)[:40] for k in unknown[:8]) + (f" and {len(unknown) - 8} more" if len(unknown) > 8 else "")
+        shown = ", ".join(repr(str(k)[:40]) for k in unknown[:8]) + (f" and {len(unknown) - 8} more" if len(unknown) > 8 else "")
         found.ignored.append(f"unknown keys, not settings of this studio: {shown}")
     return found
 
 
-def drop_conflicts(found: PictureSettings, max_side: int | None) -> None:
+def drop_conflicts(found: PictureSettings, max_side: int | None, base: GenerationSettings | None = None) -> None:
     """Drop the settings named by a check of all of them together until the rest pass (each valid alone)."""
     for _ in range(len(found.settings) + 1):
         try:
-            GenerationSettings.from_record(found.settings).check(max_side)
+            GenerationSettings.from_record(found.settings, base).check(max_side)
             return
         except ValueError as error:
             message = str(error)
@@ -156,7 +160,7 @@ def drop_conflicts(found: PictureSettings, max_side: int | None) -> None:
                 found.settings.clear()
                 return
             found.settings.pop(named[0])
-            found.ignored.append(f"{named[0]}: {message}")
+            found.ignored.append(message if first == named[0] else f"{named[0]}: {message}")
 
 
 def read_descriptive(found: PictureSettings, record: dict[str, Any]) -> None:
@@ -188,6 +192,11 @@ def is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
+def plain(text: str) -> str:
+    """Text from a picture, shown as text: no HTML, no Markdown (a forged record may hold either)."""
+    return html.escape(re.sub(r"([\\`*_{}\[\]()#+!|~])", r"\\\1", text), quote=False)
+
+
 def describe(found: PictureSettings, loaded: dict[str, float]) -> str:
     """Markdown for the page: what will be restored, which pictures to supply, adapters, what was ignored."""
     lines = [f"**Settings found**: the prompt and {len(found.settings)} settings can be restored."
@@ -201,10 +210,10 @@ def describe(found: PictureSettings, loaded: dict[str, float]) -> str:
     else:
         lines.append("It was made from the prompt alone (no input pictures).")
     if found.loras:
-        used = ", ".join(f"`{name}` at {scale:g}" for name, scale in found.loras.items())
-        missing = [name for name in found.loras if name not in loaded]
+        used = ", ".join(f"{plain(name)} at {scale:g}" for name, scale in found.loras.items())
+        missing = [plain(name) for name in found.loras if name not in loaded]
         lines.append(f"Adapters it used: {used}." + (f" Not loaded now: {', '.join(missing)}; load them under "
                                                       "Adapters for the same picture." if missing else ""))
     if found.ignored:
-        lines.append("**Ignored** (not valid here):\n" + "\n".join(f"- {item[:300]}" for item in found.ignored[:20]))
+        lines.append("**Ignored** (not valid here):\n" + "\n".join(f"- {plain(item[:300])}" for item in found.ignored[:20]))
     return "\n\n".join(lines)

@@ -52,7 +52,7 @@ def wire_picture(studio: Studio, pic: dict[str, Any], restore_targets: list[Any]
         if not path:
             return None, "", gr.JSON(visible=False), gr.Button(interactive=False)
         try:
-            found = picture_settings(path, max_side=studio.pipe.max_image_side)
+            found = picture_settings(path, max_side=studio.pipe.max_image_side, base=studio.defaults())
         except NoSettings as error:
             return (None, f"**No settings to restore**: {error}.", gr.JSON(visible=False),
                     gr.Button(interactive=False))

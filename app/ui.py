@@ -9,6 +9,7 @@ back into widget values. Errors a user can cause come back as gr.Error sentences
 
 from __future__ import annotations
 
+import functools
 import random
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -55,7 +56,7 @@ CSS = """
 /* Small results are shown large and sharp: nearest-neighbour upscaling for display only (downloads are the PNG). */
 #results img, #preview img, #history img, #before-after img, #picture-drop img { image-rendering: pixelated; }
 #preview img, #picture-drop img { width: 100%; height: 100%; object-fit: contain; }
-#results .thumbnail-item img, #history .thumbnail-item img { object-fit: contain; }
+#results img, #history img { object-fit: contain !important; }
 """
 
 
@@ -120,7 +121,7 @@ def build_generate_tab(studio: Studio) -> tuple[dict[str, Any], dict[str, Any]]:
     wire_mask(page)
     wire_adapters(studio, page["adapters"])
     wire_picture(studio, page["picture"], [page["preset"], page["prompt"], *page["panel"].values()],
-                 page_values_from_settings)
+                 functools.partial(page_values_from_settings, top=studio.pipe.max_image_side))
     wire_generation(studio, page, shown)
     wire_history(studio, page, shown)
     return page, shown
@@ -325,7 +326,8 @@ def settings_from_page(studio: Studio, values: dict[str, Any]) -> GenerationSett
         raise gr.Error(sentence(str(error))) from None
 
 
-def page_values_from_settings(settings: dict[str, Any], ui: dict[str, Any] | None = None) -> list[Any]:
+def page_values_from_settings(settings: dict[str, Any], ui: dict[str, Any] | None = None,
+                              top: int | None = None) -> list[Any]:
     """Widget values (in FIELDS order) that restore a run: its page values, its exact seed. A value outside a
     slider's usual span widens the slider rather than being clamped by it."""
     values = dict(ui or {})
@@ -336,17 +338,21 @@ def page_values_from_settings(settings: dict[str, Any], ui: dict[str, Any] | Non
             values[key] = settings[key]
     if "use_input_image_size_as_output" in settings and "output_size" not in values:
         values["output_size"] = int(settings["use_input_image_size_as_output"] or 0)
-    return [restored_value(key, values[key]) if key in values else gr.skip() for key in FIELDS]
+    return [restored_value(key, values[key], top) if key in values else gr.skip() for key in FIELDS]
 
 
-def restored_value(name: str, value: Any) -> Any:
-    """A widget value, or a slider update whose span takes it (steps 1-100 on the page, up to 1000 allowed)."""
+def restored_value(name: str, value: Any, top: int | None = None) -> Any:
+    """A widget value, or a slider update whose span takes it (steps 1-100 on the page, up to 1000 allowed; image
+    sides up to `top`, the model's largest side, while a picture may say a larger max input image size)."""
     if name not in setting_names() or isinstance(value, bool) or not isinstance(value, (int, float)):
         return value
     meta = setting_field(name).metadata
-    if not meta["ui"]:
+    if meta["multiple_of"] and top:
+        low, high = meta["minimum"], top
+    elif meta["ui"]:
+        low, high, _ = meta["ui"]
+    else:
         return value
-    low, high, _ = meta["ui"]
     if low <= value <= high:
         return value
     return gr.Slider(value=value, minimum=min(low, value), maximum=max(high, value))
@@ -482,7 +488,8 @@ def reuse_entry(studio: Studio, chosen, browser: str | None):
     if None in present:
         gr.Warning("Some input pictures of that run are no longer on the server; upload them again.")
     slots = (present + [None] * MAX_INPUT_IMAGES)[:MAX_INPUT_IMAGES]
-    return [entry["preset"], entry["prompt"], *slots, *page_values_from_settings(result["settings"], entry["ui"])]
+    return [entry["preset"], entry["prompt"], *slots,
+            *page_values_from_settings(result["settings"], entry["ui"], studio.pipe.max_image_side)]
 
 
 def delete_entry(studio: Studio, chosen, browser: str | None, latest: str | None):

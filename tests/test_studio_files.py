@@ -131,9 +131,16 @@ def test_forged_values_are_ignored_one_by_one_and_named(tmp_path):
     assert found.settings["height"] == 64 and "width" not in found.settings and found.prompt is None
 
 
+def test_settings_missing_from_a_record_take_the_page_defaults_in_the_joint_check(tmp_path):
+    path = png_with_text(tmp_path / "s.png", json.dumps({"seed": 77, "prompt": "p"}))
+    small = GenerationSettings(height=512, width=512)
+    assert picture_settings(path, max_side=512, base=small).settings == {"seed": 77}
+
+
 def test_settings_that_conflict_together_are_dropped(tmp_path):
     forged = dict(record(), guidance_start=0.9, guidance_end=0.2, height=4096)
     found = picture_settings(png_with_text(tmp_path / "c.png", json.dumps(forged)), max_side=1024)
+    assert found.settings["seed"] == 7 and found.settings["sampler"] == "heun"
     assert "guidance_start" not in found.settings and "height" not in found.settings
     GenerationSettings.from_record(found.settings).check(1024)
 
