@@ -25,6 +25,7 @@ from . import history as hist
 from .adapters_ui import adapter_view, build_adapters_panel, view_outputs, wire_adapters
 from .engine import (GPU_QUEUE, MAX_INPUT_IMAGES, DoneEvent, FailedEvent, GenerationJob, StepEvent, Studio,
                      gpu_job_events, python_snippet, set_studio)
+from .history_ui import wire_history
 from .picture_ui import build_picture_panel, wire_picture
 from .presets_ui import build_preset_picker, wire_presets
 from .prompt_editing import image_problems
@@ -123,7 +124,7 @@ def build_generate_tab(studio: Studio) -> tuple[dict[str, Any], dict[str, Any]]:
     wire_picture(studio, page["picture"], [page["preset"], page["prompt"], *page["panel"].values()],
                  functools.partial(page_values_from_settings, top=studio.pipe.max_image_side))
     wire_generation(studio, page, shown)
-    wire_history(studio, page, shown)
+    wire_history(studio, page, shown, page_values_from_settings)
     return page, shown
 
 
@@ -214,31 +215,6 @@ def wire_generation(studio: Studio, page: dict, shown: dict) -> None:
     ran.then(lambda: adapter_view(studio), None, view_outputs(page["adapters"]), api_visibility="private",
              queue=False)
     page["cancel"].click(request_stop, None, shown["status"], queue=False, api_visibility="private")
-
-
-def wire_history(studio: Studio, page: dict, shown: dict) -> None:
-    """Selecting a result or a history picture, and what the buttons under them do with it."""
-    browser, selection, slots, panel = shown["browser"], shown["selection"], page["slots"], page["panel"]
-    picked = [selection, shown["settings_json"], shown["code"], shown["download"]]
-    quiet = dict(api_visibility="private")
-
-    def on_result(b: str | None, latest: str | None, evt: gr.SelectData):
-        return selected_outputs(studio.history.entries(b), [latest, evt.index] if latest else None)
-
-    def on_history(b: str | None, evt: gr.SelectData):
-        entries = studio.history.entries(b)
-        items = hist.flat_items(entries)
-        return selected_outputs(entries, list(items[evt.index]) if 0 <= evt.index < len(items) else None)
-
-    shown["results"].select(on_result, [browser, shown["latest"]], picked, **quiet)
-    shown["history_gallery"].select(on_history, browser, picked, **quiet)
-    shown["use_as_input"].click(lambda chosen, b, slot: send_to_slot(studio, chosen, b, slot),
-                                [selection, browser, shown["use_slot"]], slots, **quiet)
-    shown["reuse"].click(lambda chosen, b: reuse_entry(studio, chosen, b), [selection, browser],
-                         [page["preset"], page["prompt"], *slots, *panel.values()], **quiet)
-    cleared = [shown["history_gallery"], *picked, shown["results"], shown["preview"], shown["latest"]]
-    shown["delete"].click(lambda chosen, b, latest: delete_entry(studio, chosen, b, latest),
-                          [selection, browser, shown["latest"]], cleared, **quiet)
 
 
 def setting_widget(name: str, value: Any, top: int, **layout: Any) -> Any:
@@ -455,51 +431,3 @@ def make_generate_handler(studio: Studio, outputs: dict[str, Any]) -> Callable:
                 latest: entry["id"], history_gallery: hist.gallery_value(entries), selection: [entry["id"], 0]}
 
     return generate
-
-
-# ----------------------------------------------------------------------------- results and history
-
-
-def selected_outputs(entries: list, chosen: list | None):
-    found = hist.lookup(entries, chosen)
-    if found is None:
-        return None, None, "", gr.DownloadButton(visible=False)
-    entry, result = found
-    return (chosen, result["settings"], python_snippet(result["settings"], [Path(p).name for p in entry["images"]]),
-            gr.DownloadButton(value=result["path"], visible=True))
-
-
-SELECT_FIRST = "Select a result first (click it in Results or in the history)."
-
-
-def send_to_slot(studio: Studio, chosen, browser: str | None, slot: int):
-    found = hist.lookup(studio.history.entries(browser), chosen)
-    if found is None or not Path(found[1]["path"]).is_file():
-        raise gr.Error(SELECT_FIRST)
-    return [found[1]["path"] if k == int(slot) else gr.skip() for k in SLOTS]
-
-
-def reuse_entry(studio: Studio, chosen, browser: str | None):
-    found = hist.lookup(studio.history.entries(browser), chosen)
-    if found is None:
-        raise gr.Error(SELECT_FIRST)
-    entry, result = found
-    present = [path if Path(path).is_file() else None for path in entry["images"]]
-    if None in present:
-        gr.Warning("Some input pictures of that run are no longer on the server; upload them again.")
-    slots = (present + [None] * MAX_INPUT_IMAGES)[:MAX_INPUT_IMAGES]
-    return [entry["preset"], entry["prompt"], *slots,
-            *page_values_from_settings(result["settings"], entry["ui"], studio.pipe.max_image_side)]
-
-
-def delete_entry(studio: Studio, chosen, browser: str | None, latest: str | None):
-    """Remove the selected run (its pictures too) from this browser's history; clear what showed it."""
-    found = hist.lookup(studio.history.entries(browser), chosen)
-    if found is None:
-        raise gr.Error("Select a picture of the run to delete (in Results or in the history).")
-    entry_id = found[0]["id"]
-    entries = studio.history.delete(browser, entry_id)
-    gr.Info(f"Deleted the run of {found[0].get('time', 'that time')} and its {len(found[0]['results'])} picture(s).")
-    shown_gone = latest == entry_id
-    return [hist.gallery_value(entries), None, None, "", gr.DownloadButton(visible=False),
-            [] if shown_gone else gr.skip(), None if shown_gone else gr.skip(), None if shown_gone else gr.skip()]

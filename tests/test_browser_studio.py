@@ -7,7 +7,6 @@ to test-artifacts/studio-*.png.
 """
 
 import json
-import re
 import zipfile
 from pathlib import Path
 
@@ -288,6 +287,33 @@ def test_the_history_survives_a_reload_and_belongs_to_this_browser(page, served)
         expect(other.locator("#history")).to_be_visible()
         expect(other.locator("#history .grid-container .thumbnail-item")).to_have_count(0)
         screenshot(other, "studio-history-other-browser")
+    finally:
+        context.close()
+
+
+def test_the_history_survives_a_restart_of_the_studio(page, tmp_path, monkeypatch):
+    import studio_support
+
+    port = studio_support.free_port()  # the same address after the restart: localStorage belongs to it
+    monkeypatch.setattr(studio_support, "free_port", lambda: port)
+    items = "#history .grid-container .thumbnail-item"
+    context = page.context.browser.new_context(viewport={"width": 1400, "height": 1400})  # a browser of its own
+    try:
+        tab = context.new_page()
+        with serve_studio(DEFAULT_MODEL, tmp_path) as first:
+            tab.goto(first["url"])
+            expect(tab.locator("#generate")).to_be_visible()
+            set_number(tab, "steps", 2)
+            generate(tab, first)
+            expect(tab.locator(items)).to_have_count(1)
+        with serve_studio(DEFAULT_MODEL, tmp_path) as second:
+            tab.goto(second["url"])
+            expect(tab.locator("#generate")).to_be_visible()
+            expect(tab.locator(items)).to_have_count(1)
+            tab.locator(items).first.click()
+            tab.locator("#reuse").click()
+            expect(tab.locator("#steps input[type=number]")).to_have_value("2")
+            shoot(tab, "history-after-restart")
     finally:
         context.close()
 
