@@ -168,7 +168,7 @@ def build_output_column(studio: Studio) -> dict[str, Any]:
     shown["status"] = gr.Markdown("Ready.", elem_id="status", min_height=56)
     shown["preview"] = gr.Image(label="Live preview", format="png", interactive=False, height=200,
                                 elem_id="preview")
-    shown["results"] = gr.Gallery(label="Results", format="png", columns=2, height=280, interactive=False,
+    shown["results"] = gr.Gallery(label="Results", format="png", columns=2, height="auto", interactive=False,
                                   buttons=["download", "fullscreen"], elem_id="results")
     shown["before_after"] = gr.ImageSlider(label="Before / after (image 1 -> result)", format="png",
                                            visible=False, elem_id="before-after")
