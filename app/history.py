@@ -44,11 +44,14 @@ def valid_browser(browser: Any) -> str | None:
 
 
 class HistoryStore:
-    """Each browser's history, on disk under `output_dir/history/`."""
+    """Each browser's history, on disk: input copies under `output_dir/history/<id>/` (served to the page),
+    the indexes and the BrowserState key under `output_dir/.history-private/` (never served: see
+    app.ui.launch_options' blocked_paths)."""
 
     def __init__(self, output_dir: str | Path, limit: int | None = DEFAULT_LIMIT):
         self.output_dir = Path(output_dir).resolve()
         self.folder = self.output_dir / "history"
+        self.private = self.output_dir / ".history-private"
         self.limit = limit or None  # 0 or None: keep everything
         self._locks: dict[str, threading.Lock] = {}
         self._guard = threading.Lock()
@@ -56,7 +59,7 @@ class HistoryStore:
     def secret(self) -> str:
         """The key gr.BrowserState encrypts the browser's id with: fixed per output folder, so ids stay readable
         after a restart."""
-        path = self.folder / ".browser-secret"
+        path = self.private / "browser-secret"
         with self._guard:
             if not path.is_file():
                 atomic_write_text(path, secrets.token_hex(16))
@@ -67,7 +70,7 @@ class HistoryStore:
             return self._locks.setdefault(browser, threading.Lock())
 
     def index(self, browser: str) -> Path:
-        return self.folder / f"{browser}.jsonl"
+        return self.private / f"{browser}.jsonl"
 
     def inputs_folder(self, browser: str) -> Path:
         return self.folder / browser

@@ -103,8 +103,9 @@ def launch_options(studio: Studio, max_file_size: str | int = "20mb", share: boo
     upload size limit, and the page's style. Errors other than gr.Error show as a bare 'Error' (show_error
     off), so nothing internal reaches the page."""
     # No server-side rendering: it starts a Node server (seconds of startup) for a page that needs none.
-    return dict(run_history=False, allowed_paths=[str(studio.output_dir)], max_file_size=max_file_size,
-                share=share, css=CSS, ssr_mode=False)
+    return dict(run_history=False, allowed_paths=[str(studio.output_dir)],
+                blocked_paths=[str(studio.history.private)], max_file_size=max_file_size, share=share, css=CSS,
+                ssr_mode=False)
 
 
 # ----------------------------------------------------------------------------- the Generate tab

@@ -416,3 +416,20 @@ def test_out_of_memory_is_recognised_on_every_device_and_names_what_to_lower(wor
 
     message = user_message(RuntimeError(wording), GenerationSettings(width=512, height=512), 1, None)
     assert message.startswith("Out of memory. Lower the output size (now 512x512)") and "alloc" not in message
+
+
+@pytest.mark.slow
+def test_the_history_indexes_and_the_browser_key_are_never_served(served):
+    import urllib.error
+    import urllib.request
+
+    studio = served["studio"]
+    secret = Path(studio.history.private) / "browser-secret"
+    studio.history.secret()
+    served_copy = Path(studio.output_dir) / "served.png"
+    Image.new("RGB", (8, 8)).save(served_copy)
+    base = served["url"].rstrip("/") + "/gradio_api/file="
+    assert urllib.request.urlopen(base + str(served_copy), timeout=30).status == 200  # the folder is served
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(base + str(secret), timeout=30)
+    assert refused.value.code in (403, 404) and secret.is_file()
