@@ -61,7 +61,7 @@ class GenerationSettings:
                           multiple_of=PATCH_PIXELS, model_default=True)
     num_inference_steps: int = _setting(50, "Steps", "denoising steps", minimum=1, maximum=1000, flag="--steps",
                                         ui=(1, 100, 1), model_default=True)
-    guidance_scale: float = _setting(2.5, "Guidance (text)", "how strongly the image follows the prompt",
+    guidance_scale: float = _setting(3.0, "Guidance (text)", "how strongly the image follows the prompt",
                                      minimum=0.0, maximum=100.0, ui=(1.0, 5.0, 0.1), model_default=True)
     img_guidance_scale: float = _setting(1.6, "Image guidance", "how strongly the image follows the input images",
                                          minimum=0.0, maximum=100.0, ui=(1.0, 3.0, 0.1), model_default=True)

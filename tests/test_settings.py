@@ -25,7 +25,7 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 def test_defaults_are_the_official_omnigen_v1_ones():
     s = GenerationSettings()
     assert (s.height, s.width, s.num_inference_steps, s.guidance_scale, s.img_guidance_scale) == (1024, 1024, 50,
-                                                                                                    2.5, 1.6)
+                                                                                                    3.0, 1.6)
     assert s.max_input_image_size == 1024 and s.negative_prompt == OMNIGEN_V1_NEGATIVE_PROMPT
     assert s.negative_prompt.startswith("low quality, jpeg artifacts") and s.use_img_guidance
 
