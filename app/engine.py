@@ -29,7 +29,7 @@ from omnigen.errors import user_message
 from omnigen.files import atomic_write_bytes
 from omnigen.png import save_png
 from omnigen.images import load_image
-from omnigen.settings import GenerationSettings, Limits
+from omnigen.settings import SAMPLER_CALLS_PER_STEP, GenerationSettings, Limits
 
 from .adapters import server_adapters_allowed
 from .compose import composite_edit
@@ -307,7 +307,8 @@ def job_failure(studio: Studio, job: GenerationJob, error: BaseException) -> Fai
 def estimate_gpu_seconds(job: GenerationJob) -> int:
     """A ZeroGPU reservation for the job: fixed costs plus steps x branches x tokens (an estimate, generous)."""
     s = job.settings
-    steps, count, max_side = s.num_inference_steps, s.num_images_per_prompt, s.max_input_image_size
+    steps = s.num_inference_steps * SAMPLER_CALLS_PER_STEP[s.sampler]  # model evaluations, not steps
+    count, max_side = s.num_images_per_prompt, s.max_input_image_size
     input_tokens = sum(_tokens_of_input(path, max_side) for path in job.images)
     if s.use_input_image_size_as_output and job.images:
         output_tokens = _tokens_of_input(job.images[s.use_input_image_size_as_output - 1], max_side)

@@ -247,7 +247,7 @@ def judge_configs(specs: list[str], per_family: int, log) -> list[dict]:
         settings = parse_settings(spec)
         steps = settings.pop("num_inference_steps", 50)
         started = time.perf_counter()
-        rows = evaluate(lambda **call: pipe(**call, **{**BASE, **settings}), per_family=per_family, steps=steps)
+        rows = evaluate(pipe, per_family=per_family, steps=steps, sampling={**BASE, **settings})
         passed, total = sum(r["passed"] for r in rows), sum(r["samples"] for r in rows)
         results.append(dict(config=label({"num_inference_steps": steps, "sampler": "euler", **settings}),
                             passed=passed, samples=total, rows={r["task"]: r["passed"] for r in rows},

@@ -33,6 +33,7 @@ OMNIGEN_V1_NEGATIVE_PROMPT = (
 
 # The solvers (omnigen/solvers.py SAMPLERS) and the fewest steps each needs to be what it says.
 SAMPLER_MIN_STEPS = {"euler": 1, "heun": 1, "midpoint": 1, "dpmpp_2m": 3}
+SAMPLER_CALLS_PER_STEP = {"euler": 1, "heun": 2, "midpoint": 2, "dpmpp_2m": 1}  # model evaluations per step
 SAMPLER_CHOICES = tuple(SAMPLER_MIN_STEPS)
 
 

@@ -178,9 +178,10 @@ class TruthPipe:
         return prompt, tuple(image.tobytes() for image in images)
 
     def __call__(self, prompt, input_images, height, width, num_inference_steps, guidance_scale, img_guidance_scale,
-                 seed, progress):
+                 seed, progress, **sampling):
         self.calls.append(dict(n=len(prompt), height=height, width=width, steps=num_inference_steps,
-                               guidance=guidance_scale, img_guidance=img_guidance_scale, seed=seed, progress=progress))
+                               guidance=guidance_scale, img_guidance=img_guidance_scale, seed=seed, progress=progress,
+                               sampling=sampling))
         return SimpleNamespace(images=[self.answers[self.key(p, i)] for p, i in zip(prompt, input_images, strict=True)])
 
 
@@ -214,6 +215,8 @@ def test_evaluate_counts_the_judges_verdicts_and_batches_prompts():
     assert all(c["steps"] == 7 and c["guidance"] == 3.0 and c["img_guidance"] == 1.2 for c in truth.calls)
     assert all(c["height"] == c["width"] == 64 for c in truth.calls)
     assert all(c["progress"] is False for c in truth.calls)
+    # The evaluation's own sampler, not the model folder's defaults (plain Euler, full guidance, no step cache).
+    assert all(c["sampling"] == mini_eval.EVAL_SAMPLING for c in truth.calls)
 
     records = []
     blank = mini_eval.evaluate(BlankPipe(), families, per_family=5, seed=1, records=records)

@@ -241,3 +241,13 @@ def test_the_sampling_settings_round_trip_through_the_png_record_and_are_cli_fla
     args = parser.parse_args(["--sampler", "heun", "--schedule", "cosine", "--guidance-end", "0.6",
                               "--cache-threshold", "0.1"])
     assert (args.sampler, args.schedule, args.guidance_end, args.cache_threshold) == ("heun", "cosine", 0.6, 0.1)
+
+
+@pytest.mark.parametrize("sampler", SAMPLER_CHOICES)
+def test_the_calls_per_step_the_studio_budgets_are_the_calls_each_sampler_makes(sampler):
+    from omnigen.settings import SAMPLER_CALLS_PER_STEP
+
+    model = CountingVelocity()
+    denoise(model, torch.zeros(1, 4, 8, 8), [BATCH], get_schedule(6), 1, 2.5, 1.6, use_kv_cache=False,
+            sampler=sampler)
+    assert model.calls == 6 * SAMPLER_CALLS_PER_STEP[sampler]

@@ -52,6 +52,12 @@ def evaluation_set(
     return [(label, generate(family, per_family, seed, split, size)) for label, family, split in rows]
 
 
+# The evaluation's sampling, fixed whatever a model folder states as its defaults: plain Euler over uniform
+# steps with full guidance and no step cache, so tables stay comparable across models and over time.
+EVAL_SAMPLING = dict(sampler="euler", schedule="uniform", time_shift=1.0, guidance_start=0.0, guidance_end=1.0,
+                     cache_threshold=0.0)
+
+
 def evaluate(
     pipe,
     families: Sequence[str] = FAMILIES,
@@ -64,12 +70,15 @@ def evaluate(
     size: int = DEFAULT_SIZE,
     records: list | None = None,
     log=None,
+    sampling: dict | None = None,
 ) -> list[dict]:
     """Generate every prompt of the evaluation set with `pipe` and judge it; one dict per row.
 
     `pipe` is called like OmniGenPipeline, with up to `batch_size` prompts of one row at a time.
     When `records` is a list, one dict per sample (instruction, passed, score, details) is appended.
+    `sampling`: the sampler settings, EVAL_SAMPLING by default (not the model folder's defaults).
     """
+    sampling = dict(EVAL_SAMPLING if sampling is None else sampling)
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
     rows = []
@@ -78,7 +87,7 @@ def evaluate(
         verdicts = []
         for first in range(0, len(samples), batch_size):
             batch = samples[first : first + batch_size]
-            images = _generate(pipe, batch, size, steps, guidance_scale, img_guidance_scale, seed + first)
+            images = _generate(pipe, batch, size, steps, guidance_scale, img_guidance_scale, seed + first, sampling)
             verdicts += [judge(sample, image) for sample, image in zip(batch, images)]
         passed = sum(v.passed for v in verdicts)
         rows.append(
@@ -132,7 +141,8 @@ def vae_ceiling(
 
 
 def _generate(
-    pipe, batch: list[Sample], size: int, steps: int, guidance_scale: float, img_guidance_scale: float, seed: int
+    pipe, batch: list[Sample], size: int, steps: int, guidance_scale: float, img_guidance_scale: float, seed: int,
+    sampling: dict,
 ) -> list:
     output = pipe(
         prompt=[s.instruction for s in batch],
@@ -144,6 +154,7 @@ def _generate(
         img_guidance_scale=img_guidance_scale,
         seed=seed,
         progress=False,
+        **sampling,
     )
     images = list(output.images)
     if len(images) != len(batch):
