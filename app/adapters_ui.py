@@ -23,6 +23,7 @@ from omnigen.errors import sentence
 from .adapters import (MAX_ADAPTERS, adapter_source, hub_adapter, load_adapter, loaded_adapters, server_adapter,
                        set_strength, staged_upload, unload_adapter)
 from .engine import GPU_QUEUE, Studio
+from .i18n import t, text, translate
 
 STRENGTH = dict(minimum=-1.0, maximum=2.0, step=0.05)
 
@@ -30,42 +31,45 @@ STRENGTH = dict(minimum=-1.0, maximum=2.0, step=0.05)
 def build_adapters_panel(studio: Studio) -> dict[str, Any]:
     """The accordion's widgets (not yet wired): sources, name and strength, the loaded list."""
     ad: dict[str, Any] = {"names": gr.State([])}
-    with gr.Accordion("Adapters (LoRA)", open=False, elem_id="adapters") as ad["accordion"]:
+    with gr.Accordion(t("adapters"), open=False, elem_id="adapters") as ad["accordion"]:
         ad["summary"] = gr.Markdown(summary_text(studio), elem_id="adapters-summary")
         with gr.Row():
-            ad["name"] = gr.Textbox(label="Name (optional)", placeholder="from the file or folder", max_lines=1,
+            ad["name"] = gr.Textbox(label=t("adapter_name"), placeholder=t("adapter_name_placeholder"), max_lines=1,
                                     elem_id="adapter-name", scale=2)
-            ad["strength"] = gr.Slider(value=1.0, label="Strength", elem_id="adapter-strength", scale=2, **STRENGTH)
+            ad["strength"] = gr.Slider(value=1.0, label=t("strength"), elem_id="adapter-strength", scale=2, **STRENGTH)
         with gr.Tabs():
-            with gr.Tab("Upload", id="adapter-upload-tab"):
-                ad["files"] = gr.File(label="A .zip of the adapter folder, or adapter_model.safetensors + "
-                                      "adapter_config.json together", file_count="multiple",
+            with gr.Tab(t("adapter_upload_tab"), id="adapter-upload-tab"):
+                ad["files"] = gr.File(label=t("adapter_files"), file_count="multiple",
                                       file_types=[".zip", ".safetensors", ".json"], elem_id="adapter-upload")
-                ad["load_upload"] = gr.Button("Load the uploaded adapter", elem_id="adapter-load-upload")
-            with gr.Tab("Hugging Face Hub", id="adapter-hub-tab"):
-                ad["hub_id"] = gr.Textbox(label="Hub id", placeholder="owner/name (or owner/name/folder)", max_lines=1,
+                ad["load_upload"] = gr.Button(t("adapter_load_upload"), elem_id="adapter-load-upload")
+            with gr.Tab(t("adapter_hub_tab"), id="adapter-hub-tab"):
+                ad["hub_id"] = gr.Textbox(label=t("adapter_hub_id"), placeholder=t("adapter_hub_placeholder"),
+                                          max_lines=1,
                                           elem_id="adapter-hub")
-                ad["load_hub"] = gr.Button("Load from the Hub", elem_id="adapter-load-hub")
-            with gr.Tab("Server folder", id="adapter-server-tab", visible=studio.allow_server_adapters):
-                ad["path"] = gr.Textbox(label="Adapter folder on the server", max_lines=1, elem_id="adapter-path")
-                ad["load_path"] = gr.Button("Load from the server", elem_id="adapter-load-path")
+                ad["load_hub"] = gr.Button(t("adapter_load_hub"), elem_id="adapter-load-hub")
+            with gr.Tab(t("adapter_server_tab"), id="adapter-server-tab", visible=studio.allow_server_adapters):
+                ad["path"] = gr.Textbox(label=t("adapter_server_path"), max_lines=1, elem_id="adapter-path")
+                ad["load_path"] = gr.Button(t("adapter_load_path"), elem_id="adapter-load-path")
         ad["rows"], ad["labels"], ad["sliders"], ad["unloads"] = [], [], [], []
         for i in range(MAX_ADAPTERS):
             with gr.Row(visible=False, elem_id=f"adapter-row-{i}", equal_height=True) as row:
                 ad["labels"].append(gr.Markdown(elem_id=f"adapter-label-{i}"))
-                ad["sliders"].append(gr.Slider(value=1.0, label="Strength", elem_id=f"adapter-slider-{i}", **STRENGTH))
-                ad["unloads"].append(gr.Button("Unload", size="sm", elem_id=f"adapter-unload-{i}", scale=0))
+                ad["sliders"].append(gr.Slider(value=1.0, label=t("strength"), elem_id=f"adapter-slider-{i}",
+                                                 **STRENGTH))
+                ad["unloads"].append(gr.Button(t("adapter_unload"), size="sm", elem_id=f"adapter-unload-{i}", scale=0))
             ad["rows"].append(row)
-        ad["unload_all"] = gr.Button("Unload all (base model)", elem_id="adapter-unload-all", size="sm")
+        ad["unload_all"] = gr.Button(t("adapter_unload_all"), elem_id="adapter-unload-all", size="sm")
     return ad
 
 
 def summary_text(studio: Studio) -> str:
+    """What the pipeline holds, in the language of the request being handled."""
     loaded = loaded_adapters(studio)
     if not loaded:
-        return "No adapter loaded: the base model draws."
-    listed = ", ".join(f"`{name}` at {scale:g}" for name, scale in loaded.items())
-    return f"Loaded (for every page of this studio): {listed}. Each image lists them under `loras` in its settings."
+        return text("adapters_none")
+    listed = text("list_separator").join(text("adapter_at", name=name, scale=f"{scale:g}")
+                                         for name, scale in loaded.items())
+    return text("adapters_loaded", listed=listed)
 
 
 def view_outputs(ad: dict[str, Any]) -> list[Any]:
@@ -82,7 +86,7 @@ def adapter_view(studio: Studio) -> list[Any]:
             name, scale = loaded[i]
             source = adapter_source(studio, name)
             labels.append(f"**{name}**" + (f"  \n<small>{source}</small>" if source else ""))
-            sliders.append(gr.Slider(value=scale, label=f"Strength of {name}"))
+            sliders.append(gr.Slider(value=scale, label=text("strength_of", name=name)))
         else:
             labels.append("")
             sliders.append(gr.skip())
@@ -96,7 +100,7 @@ def readable(handler: Callable) -> Callable:
         try:
             return handler(*args)
         except (ValueError, FileNotFoundError) as error:
-            raise gr.Error(sentence(str(error))) from None
+            raise gr.Error(translate(sentence(str(error)))) from None
 
     return wrapped
 

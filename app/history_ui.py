@@ -12,6 +12,7 @@ import gradio as gr
 
 from . import history as hist
 from .engine import MAX_INPUT_IMAGES, Studio, python_snippet
+from .i18n import text
 
 SLOTS = range(1, MAX_INPUT_IMAGES + 1)
 
@@ -50,24 +51,24 @@ def selected_outputs(entries: list, chosen: list | None):
             gr.DownloadButton(value=result["path"], visible=True))
 
 
-SELECT_FIRST = "Select a result first (click it in Results or in the history)."
+SELECT_FIRST = "error_select_first"  # app/i18n.py keys: said in the language of the request being handled
 
 
 def send_to_slot(studio: Studio, chosen, browser: str | None, slot: int):
     found = hist.lookup(studio.history.entries(browser), chosen)
     if found is None or not Path(found[1]["path"]).is_file():
-        raise gr.Error(SELECT_FIRST)
+        raise gr.Error(text(SELECT_FIRST))
     return [found[1]["path"] if k == int(slot) else gr.skip() for k in SLOTS]
 
 
 def reuse_entry(studio: Studio, chosen, browser: str | None, page_values: Callable):
     found = hist.lookup(studio.history.entries(browser), chosen)
     if found is None:
-        raise gr.Error(SELECT_FIRST)
+        raise gr.Error(text(SELECT_FIRST))
     entry, result = found
     present = [path if Path(path).is_file() else None for path in entry["images"]]
     if None in present:
-        gr.Warning("Some input pictures of that run are no longer on the server; upload them again.")
+        gr.Warning(text("warning_inputs_gone"))
     slots = (present + [None] * MAX_INPUT_IMAGES)[:MAX_INPUT_IMAGES]
     return [entry["preset"], entry["prompt"], *slots,
             *page_values(result["settings"], entry["ui"], studio.pipe.max_image_side)]
@@ -77,10 +78,10 @@ def delete_entry(studio: Studio, chosen, browser: str | None, latest: str | None
     """Remove the selected run (its pictures too) from this browser's history; clear what showed it."""
     found = hist.lookup(studio.history.entries(browser), chosen)
     if found is None:
-        raise gr.Error("Select a picture of the run to delete (in Results or in the history).")
+        raise gr.Error(text("error_select_delete"))
     entry_id = found[0]["id"]
     entries = studio.history.delete(browser, entry_id)
-    gr.Info(f"Deleted the run of {found[0].get('time', 'that time')} and its {len(found[0]['results'])} picture(s).")
+    gr.Info(text("info_deleted", time=found[0].get("time") or text("info_that_time"), count=len(found[0]["results"])))
     shown_gone = latest == entry_id
     return [hist.gallery_value(entries), None, None, "", gr.DownloadButton(visible=False),
             [] if shown_gone else gr.skip(), None if shown_gone else gr.skip(), None if shown_gone else gr.skip()]

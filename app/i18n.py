@@ -38,7 +38,7 @@ def t(key: str) -> gr.i18n.I18nData:
 
 
 def t_then(key: str, suffix: str) -> str:
-    """A translated word followed by plain text, e.g. t_then("image", " 2"): the page translates one key per string."""
+    """A translated word, then plain text: t_then("image_word", " 2"). The page translates one key per string."""
     return str(t(key)) + suffix
 
 
@@ -197,7 +197,8 @@ MESSAGES_ZH = [
     (r"(?P<setting>height|width) (?P<value>\d+) is larger than this model can draw \((?P<max>\d+) pixels, the size of "
      r"its position table\); use at most \d+\.?", "{setting}为 {value}，超出了该模型能绘制的范围（{max} 像素，即其位置表的大小）；"
      "最多使用 {max}。"),
-    (r"(?P<what>.+?) \((?P<value>\d+)\) is over this server's limit of (?P<limit>\d+) \((?P<name>\w+)\); ask for less\.?",
+    (r"(?P<what>.+?) \((?P<value>\d+)\) is over this server's limit of (?P<limit>\d+) \((?P<name>\w+)\); "
+     r"ask for less\.?",
      "{what}（{value}）超过了本服务器的上限 {limit}（{name}）；请调低。"),
     (r"Out of memory\. Lower the output size or the number of images, or turn on offload\.",
      "内存不足。请调低输出尺寸或减少图片数量，或开启 CPU 卸载。"),

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 
+from omnigen.png import SETTINGS_KEY
 from omnigen.presets import PRESETS, load_examples
 from omnigen.settings import setting_fields
 
@@ -23,7 +24,7 @@ UI: dict[str, str] = {
     "prompt_label": "Prompt",
     "prompt_info": "Write text; put image k where it belongs with <img><|image_k|></img> (the 'insert' button under "
                    "an image does it at the cursor).",
-    "image": "image",
+    "image_word": "image",
     "image_k": "image {k}",
     "image_k_labelled": "image {k}: {label}",
     "insert": "insert",
@@ -46,7 +47,7 @@ UI: dict[str, str] = {
     "random_seed": "Random seed",
     "output_size": "Output size",
     "output_size_given": "width x height above",
-    "output_size_image": "size of image {k}",
+    "size_of_image": "size of image",
     "preview_every": "Live preview every N steps (0: off)",
     "offload": "Offload to CPU (whole studio)",
     "offload_none": "none",
@@ -113,7 +114,7 @@ UI: dict[str, str] = {
     # settings from a picture
     "picture_accordion": "Settings from a picture",
     "picture_intro": "Drop or paste a PNG made by OmniGen Studio (studio, CLI or Python): its prompt and settings "
-                     "travel inside it (the `{key}` text chunk).",
+                     f"travel inside it (the `{SETTINGS_KEY}` text chunk).",
     "picture_drop": "PNG with settings",
     "picture_restore": "Restore prompt and settings",
     "picture_json": "Settings stored in the picture",

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+from omnigen.png import SETTINGS_KEY
+
 UI: dict[str, str] = {
     # the page
     "tab_generate": "生成",
@@ -13,7 +15,7 @@ UI: dict[str, str] = {
     "no_examples": "（暂无示例）",
     "prompt_label": "提示词",
     "prompt_info": "输入文字；用 <img><|image_k|></img> 把第 k 张图放到对应位置（图片下方的“插入”按钮会在光标处插入）。",
-    "image": "图",
+    "image_word": "图",
     "image_k": "图 {k}",
     "image_k_labelled": "图 {k}：{label}",
     "insert": "插入",
@@ -36,7 +38,7 @@ UI: dict[str, str] = {
     "random_seed": "随机种子",
     "output_size": "输出尺寸",
     "output_size_given": "使用上方的宽 x 高",
-    "output_size_image": "与图 {k} 相同的尺寸",
+    "size_of_image": "尺寸同图",
     "preview_every": "每 N 步实时预览一次（0：关闭）",
     "offload": "卸载到 CPU（整个工作室）",
     "offload_none": "不卸载",
@@ -58,7 +60,7 @@ UI: dict[str, str] = {
     "history_delete": "删除所选运行",
     # the preset's description
     "preset_needs_image": "**图 {k}**：{label}",
-    "preset_no_input": "无需输入图片",
+    "preset_no_input": "无",
     "preset_info": "{description}  \n需要：{needs}。  \n推荐设置：{tips}。",
     "preset_tip": "{setting} = {value}",
     "list_separator": "，",
@@ -99,7 +101,7 @@ UI: dict[str, str] = {
     # settings from a picture
     "picture_accordion": "从图片读取设置",
     "picture_intro": "拖入或粘贴一张由 OmniGen Studio（工作室、命令行或 Python）生成的 PNG：其提示词和设置保存在图片内部"
-                     "（`{key}` 文本块）。",
+                     f"（`{SETTINGS_KEY}` 文本块）。",
     "picture_drop": "带设置的 PNG",
     "picture_restore": "恢复提示词和设置",
     "picture_json": "图片中保存的设置",

@@ -12,10 +12,9 @@ from typing import Any
 
 import gradio as gr
 
-from omnigen.png import SETTINGS_KEY
-
 from .adapters import loaded_adapters
 from .engine import Studio
+from .i18n import t, text, translate
 from .picture_settings import NoSettings, describe, picture_settings
 
 
@@ -30,17 +29,16 @@ def picture_drop(**options: Any) -> gr.Image:
 
 def build_picture_panel() -> dict[str, Any]:
     pic: dict[str, Any] = {"found": gr.State(None)}
-    with gr.Accordion("Settings from a picture", open=False, elem_id="picture-settings"):
-        gr.Markdown("Drop or paste a PNG made by OmniGen Studio (studio, CLI or Python): its prompt and settings "
-                    f"travel inside it (the `{SETTINGS_KEY}` text chunk).")
+    with gr.Accordion(t("picture_accordion"), open=False, elem_id="picture-settings"):
+        gr.Markdown(t("picture_intro"), elem_id="picture-intro")
         with gr.Row():
             pic["drop"] = picture_drop(sources=["upload", "clipboard"], format="png", height=220,
-                                      label="PNG with settings", elem_id="picture-drop", scale=1)
+                                      label=t("picture_drop"), elem_id="picture-drop", scale=1)
             with gr.Column(scale=2):
                 pic["report"] = gr.Markdown("", elem_id="picture-report")
-                pic["restore"] = gr.Button("Restore prompt and settings", variant="primary", interactive=False,
+                pic["restore"] = gr.Button(t("picture_restore"), variant="primary", interactive=False,
                                            elem_id="picture-restore")
-        pic["json"] = gr.JSON(label="Settings stored in the picture", visible=False, elem_id="picture-json")
+        pic["json"] = gr.JSON(label=t("picture_json"), visible=False, elem_id="picture-json")
     return pic
 
 
@@ -54,10 +52,10 @@ def wire_picture(studio: Studio, pic: dict[str, Any], restore_targets: list[Any]
         try:
             found = picture_settings(path, max_side=studio.pipe.max_image_side, base=studio.defaults())
         except NoSettings as error:
-            return (None, f"**No settings to restore**: {error}.", gr.JSON(visible=False),
+            return (None, text("picture_none", reason=translate(str(error))), gr.JSON(visible=False),
                     gr.Button(interactive=False))
         except OSError:
-            return None, "**No settings to restore**: the file could not be read.", gr.JSON(visible=False), \
+            return None, text("picture_unreadable"), gr.JSON(visible=False), \
                 gr.Button(interactive=False)
         keep = {"settings": found.settings, "prompt": found.prompt, "preset": found.preset}
         usable = bool(found.settings) or found.prompt is not None
@@ -66,11 +64,10 @@ def wire_picture(studio: Studio, pic: dict[str, Any], restore_targets: list[Any]
 
     def restore(found: dict[str, Any] | None):
         if not found:
-            raise gr.Error("Drop a PNG made by OmniGen Studio first.")
+            raise gr.Error(text("error_drop_png"))
         prompt = found["prompt"] if found["prompt"] is not None else gr.skip()
         preset = found["preset"] or gr.skip()
-        gr.Info("Prompt and settings restored" + ("" if found["prompt"] is not None else " (the picture's prompt was "
-                                                  "not usable: yours is kept)") + ".")
+        gr.Info(text("info_restored" if found["prompt"] is not None else "info_restored_keep_prompt"))
         return [preset, prompt, *page_values(found["settings"])]
 
     pic["drop"].change(read, pic["drop"], [pic["found"], pic["report"], pic["json"], pic["restore"]],

@@ -122,8 +122,16 @@ def check_prompt_images(text: str, slots: Sequence[Any]) -> str | None:
     return " ".join(problems) if problems else None
 
 
-def render_prompt_html(text: str, thumbnails: dict[int, str], problems: Sequence[str] = ()) -> str:
-    """The prompt as HTML with each tag drawn as its picture (a data: URI) or a red 'missing' chip."""
+# The preview's own words; the studio passes them in the page's language (app/i18n.py).
+PREVIEW_TEXTS = {"prompt_match": "Placeholders and images match.", "prompt_empty": "(empty prompt)",
+                 "prompt_missing_chip": "image {k}?", "prompt_missing_title": "no picture in slot {k}"}
+
+
+def render_prompt_html(text: str, thumbnails: dict[int, str], problems: Sequence[str] = (),
+                       texts: dict[str, str] | None = None) -> str:
+    """The prompt as HTML with each tag drawn as its picture (a data: URI) or a red 'missing' chip;
+    `texts`: the preview's words (PREVIEW_TEXTS' keys) in another language."""
+    words = {**PREVIEW_TEXTS, **(texts or {})}
     pieces, last = [], 0
     for match in _TAG.finditer(text):
         pieces.append(html.escape(text[last:match.start()]))
@@ -132,13 +140,16 @@ def render_prompt_html(text: str, thumbnails: dict[int, str], problems: Sequence
             pieces.append(f'<span class="prompt-image" title="image {k}"><img src="{thumbnails[k]}" '
                           f'alt="image {k}"><sup>{k}</sup></span>')
         else:
-            pieces.append(f'<span class="prompt-missing" title="no picture in slot {k}">image {k}?</span>')
+            title = html.escape(words["prompt_missing_title"].format(k=k))
+            chip = html.escape(words["prompt_missing_chip"].format(k=k))
+            pieces.append(f'<span class="prompt-missing" title="{title}">{chip}</span>')
         last = match.end()
     pieces.append(html.escape(text[last:]))
-    body = "".join(pieces).replace("\n", "<br>") or '<span class="prompt-empty">(empty prompt)</span>'
+    empty = f'<span class="prompt-empty">{html.escape(words["prompt_empty"])}</span>'
+    body = "".join(pieces).replace("\n", "<br>") or empty
     if problems:
         items = "".join(f"<li>{html.escape(p)}</li>" for p in problems)
         check = f'<ul id="prompt-check" class="prompt-problems">{items}</ul>'
     else:
-        check = '<div id="prompt-check" class="prompt-ok">Placeholders and images match.</div>'
+        check = f'<div id="prompt-check" class="prompt-ok">{html.escape(words["prompt_match"])}</div>'
     return f'<div class="prompt-render">{body}</div>{check}'

@@ -18,7 +18,8 @@ from omnigen.images import load_image
 from .compose import mask_from_layers
 from .engine import MAX_INPUT_IMAGES
 from .prompt_editing import image_problems, insert_image_tag, move_image, move_item, remove_image, remove_item
-from .prompt_editing import render_prompt_html
+from .prompt_editing import PREVIEW_TEXTS, render_prompt_html
+from .i18n import language, t, t_then, text as say, translate, translator
 
 SLOTS = range(1, MAX_INPUT_IMAGES + 1)
 
@@ -45,9 +46,9 @@ def build_image_slots():
         for k in SLOTS:
             with gr.Column(min_width=110):
                 slots.append(gr.Image(type="filepath", image_mode=None, sources=["upload", "clipboard"],
-                                      label=f"image {k}", height=130, format="png", elem_id=f"image-{k}"))
+                                      label=t_then("image_word", f" {k}"), height=130, format="png", elem_id=f"image-{k}"))
                 with gr.Row(elem_classes="slot-buttons"):
-                    buttons.append((gr.Button("insert", size="sm", elem_id=f"insert-{k}"),
+                    buttons.append((gr.Button(t("insert"), size="sm", elem_id=f"insert-{k}"),
                                     gr.Button("◀", size="sm", elem_id=f"move-left-{k}", interactive=k > 1),
                                     gr.Button("✕", size="sm", elem_id=f"remove-{k}")))
     caret = gr.Number(0, visible=False, precision=0)
@@ -72,9 +73,12 @@ def thumbnail(path: str | None) -> str | None:
     return _thumbnail(path, Path(path).stat().st_mtime)
 
 
-def render_prompt(text: str, slots: Sequence[str | None]) -> str:
+def render_prompt(text: str, slots: Sequence[str | None], request: gr.Request | None = None) -> str:
+    """The prompt preview in the language of `request` (or of the request being handled; English outside one)."""
+    lang = language(request)
     thumbnails = {k: uri for k, path in enumerate(slots, start=1) if (uri := thumbnail(path))}
-    return render_prompt_html(text or "", thumbnails, image_problems(text or "", list(slots)))
+    problems = [translate(problem, lang=lang) for problem in image_problems(text or "", list(slots))]
+    return render_prompt_html(text or "", thumbnails, problems, {key: say(key, lang=lang) for key in PREVIEW_TEXTS})
 
 
 def wire_prompt_editing(page: dict) -> None:
@@ -99,19 +103,18 @@ def wire_prompt_editing(page: dict) -> None:
 
 
 def describe_mask(editor: dict | None) -> str:
-    background = (editor or {}).get("background")
+    background, tr = (editor or {}).get("background"), translator()
     if background is None:
-        return "No mask: the whole picture may change."
+        return tr("mask_none")
     mask = mask_from_layers(editor.get("layers") or [], (background.shape[1], background.shape[0]))
     if mask is None:
-        return "No mask painted: the whole picture may change."
-    return (f"Mask: {100 * mask.mean():.0f}% of image 1 may change; everywhere else the result keeps "
-            "image 1's own pixels.")
+        return tr("mask_none_painted")
+    return tr("mask_share", share=f"{100 * mask.mean():.0f}")
 
 
 def load_mask_background(image: str | None):
     if not image:
-        raise gr.Error("Upload the picture to edit as image 1 first.")
+        raise gr.Error(translate("error_mask_image"))
     return {"background": image, "layers": [], "composite": image}
 
 
@@ -123,7 +126,6 @@ def mask_for_job(preset: str, editor: dict | None, image_1: str | None):
     with Image.open(image_1) as picture:
         size = picture.size
     if background is not None and abs(background.shape[1] / background.shape[0] - size[0] / size[1]) > 0.02:
-        raise gr.Error("The mask was painted on another picture than image 1: click 'Paint a mask on image 1' "
-                       "again and repaint.")
+        raise gr.Error(translate("error_mask_other"))
     return mask_from_layers(editor["layers"], size)
 

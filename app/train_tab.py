@@ -40,6 +40,7 @@ from omnigen.training import DatasetError, RowsDataset, TrainConfig
 
 from . import train_data
 from .engine import GPU_QUEUE, Studio
+from .i18n import t, text, translate
 from .jobs import PipelineBusy, Training
 from .train_api import build_train_api
 # The runs themselves (settings -> TrainConfig, folders, the worker, what the page shows): app/train_runs.py.
@@ -53,14 +54,8 @@ EXAMPLE_NAME = "rectangle"
 # Page settings, in the order their widgets are passed to handlers.
 SETTINGS = ("name", "rank", "alpha", "learning_rate", "steps", "batch_size", "resolution", "targets",
             "validation_prompts", "sample_every", "condition_dropout", "sample_guidance")
-TARGET_CHOICES = [("attention (qkv, o)", "attention"), ("attention + MLP", "attention+mlp")]
-
-INTRO = """Teach the model a new subject, style or task with a **LoRA adapter**: a few pictures, a few minutes.
-**1.** Build the dataset (or load the example). **2.** Pick settings. **3.** Start, watch the loss and the
-validation samples; Stop keeps the adapter trained so far, Resume continues it. **4.** Use it in the Generate tab.
-
-*While a training runs it has the model to itself: a Generate pressed meanwhile waits until it has ended
-(or is refused with a message when the server runs several jobs at once).*"""
+TARGET_CHOICES = [(t("train_targets_attention"), "attention"), (t("train_targets_mlp"), "attention+mlp")]
+# The tab's texts, in English and Chinese, are in app/i18n_en.py and app/i18n_zh.py (keys train_*).
 
 
 def training_disabled() -> bool:
@@ -77,8 +72,8 @@ def training_disabled() -> bool:
 
 def build_train_tab(studio: Studio) -> None:
     """The Train tab (a gr.Tab inside build_app's gr.Tabs)."""
-    with gr.Tab("Train (LoRA)", id="train"):
-        gr.Markdown(INTRO, elem_id="train-intro")
+    with gr.Tab(t("tab_train"), id="train"):
+        gr.Markdown(t("train_intro"), elem_id="train-intro")
         rows = gr.State([])
         with gr.Row():
             with gr.Column(scale=3):
@@ -95,89 +90,89 @@ def build_train_tab(studio: Studio) -> None:
 
 def build_dataset_column() -> dict[str, Any]:
     data: dict[str, Any] = {}
-    gr.Markdown("### 1. Dataset")
-    data["example"] = gr.Button("Load example (new shape: rectangle)", elem_id="train-example")
-    with gr.Accordion("Add a row: instruction, input picture(s), target", open=True):
-        data["instruction"] = gr.Textbox(label="Instruction", lines=2, elem_id="train-instruction",
-                                         placeholder="a red rectangle at the top left on a white background",
-                                         info="Input picture k goes where you write <img><|image_k|></img>; none for "
-                                              "text-to-image.")
+    gr.Markdown(t("train_dataset"))
+    data["example"] = gr.Button(t("train_example"), elem_id="train-example")
+    with gr.Accordion(t("train_add_accordion"), open=True):
+        data["instruction"] = gr.Textbox(label=t("train_instruction"), lines=2, elem_id="train-instruction",
+                                         placeholder=t("train_instruction_placeholder"),
+                                         info=t("train_instruction_info"))
         with gr.Row():
-            data["inputs"] = gr.File(label="Input picture(s), in order", file_count="multiple", file_types=["image"],
+            data["inputs"] = gr.File(label=t("train_inputs"), file_count="multiple", file_types=["image"],
                                      elem_id="train-inputs", height=150)
-            data["target"] = gr.Image(type="filepath", label="Target picture", sources=["upload", "clipboard"],
+            data["target"] = gr.Image(type="filepath", label=t("train_target"), sources=["upload", "clipboard"],
                                       format="png", height=150, elem_id="train-target")
-        data["add"] = gr.Button("Add row", elem_id="train-add-row")
-    with gr.Accordion("Or upload a dataset: .zip, .jsonl + its images, or images + same-named .txt", open=False):
-        data["upload"] = gr.File(label="Dataset files", file_count="multiple", elem_id="train-upload",
+        data["add"] = gr.Button(t("train_add_row"), elem_id="train-add-row")
+    with gr.Accordion(t("train_upload_accordion"), open=False):
+        data["upload"] = gr.File(label=t("train_upload"), file_count="multiple", elem_id="train-upload",
                                  file_types=[".zip", ".jsonl", ".txt", "image"], height=120)
-        data["load_upload"] = gr.Button("Add the uploaded dataset", elem_id="train-load-upload")
-    data["gallery"] = gr.Gallery(label="Training rows (target pictures)", columns=8, height=220, format="png",
+        data["load_upload"] = gr.Button(t("train_load_upload"), elem_id="train-load-upload")
+    data["gallery"] = gr.Gallery(label=t("train_rows"), columns=8, height=220, format="png",
                                  interactive=False, allow_preview=False, elem_id="train-rows")
     data["summary"] = gr.Markdown(train_data.rows_summary([]), elem_id="train-rows-info")
     data["selected"] = gr.State(None)
     with gr.Row():
-        data["remove"] = gr.Button("Remove selected row", size="sm", elem_id="train-remove-row")
-        data["clear"] = gr.Button("Clear all rows", size="sm", elem_id="train-clear-rows")
+        data["remove"] = gr.Button(t("train_remove_row"), size="sm", elem_id="train-remove-row")
+        data["clear"] = gr.Button(t("train_clear_rows"), size="sm", elem_id="train-clear-rows")
     return data
 
 
 def build_settings_column(studio: Studio) -> tuple[dict[str, Any], dict[str, Any]]:
     s: dict[str, Any] = {}
-    gr.Markdown("### 2. Settings")
-    s["name"] = gr.Textbox("my_adapter", label="Adapter name", elem_id="train-name")
+    gr.Markdown(t("train_settings"))
+    s["name"] = gr.Textbox("my_adapter", label=t("train_name"), elem_id="train-name")
     with gr.Row():
-        s["rank"] = gr.Slider(1, 128, 8, step=1, label="Rank", elem_id="train-rank")
-        s["alpha"] = gr.Number(0, minimum=0, label="Alpha (0: the rank)", elem_id="train-alpha")
+        s["rank"] = gr.Slider(1, 128, 8, step=1, label=t("train_rank"), elem_id="train-rank")
+        s["alpha"] = gr.Number(0, minimum=0, label=t("train_alpha"), elem_id="train-alpha")
     with gr.Row():
-        s["learning_rate"] = gr.Number(1e-4, minimum=0, label="Learning rate", elem_id="train-lr")
-        s["steps"] = gr.Number(300, precision=0, minimum=1, label="Steps", elem_id="train-steps")
+        s["learning_rate"] = gr.Number(1e-4, minimum=0, label=t("train_lr"), elem_id="train-lr")
+        s["steps"] = gr.Number(300, precision=0, minimum=1, label=t("train_steps"), elem_id="train-steps")
     with gr.Row():
-        s["batch_size"] = gr.Slider(1, 32, 1, step=1, label="Batch size", elem_id="train-batch")
+        s["batch_size"] = gr.Slider(1, 32, 1, step=1, label=t("train_batch"), elem_id="train-batch")
         size = studio.defaults().max_input_image_size
-        s["resolution"] = gr.Slider(16, max(2048, size), size, step=16, label="Resolution (longest side)",
+        s["resolution"] = gr.Slider(16, max(2048, size), size, step=16, label=t("train_resolution"),
                                     elem_id="train-resolution")
-    s["targets"] = gr.Radio(TARGET_CHOICES, value="attention", label="Target modules", elem_id="train-targets")
-    with gr.Accordion("Validation and regularisation", open=False):
-        s["validation_prompts"] = gr.Textbox(label="Validation prompts (one per line, sampled with fixed seeds)",
+    s["targets"] = gr.Radio(TARGET_CHOICES, value="attention", label=t("train_targets"), elem_id="train-targets")
+    with gr.Accordion(t("train_validation_accordion"), open=False):
+        s["validation_prompts"] = gr.Textbox(label=t("train_validation_prompts"),
                                              lines=3, elem_id="train-validation-prompts")
         with gr.Row():
-            s["sample_every"] = gr.Number(0, precision=0, minimum=0, label="Sample every N steps (0: at the end)",
+            s["sample_every"] = gr.Number(0, precision=0, minimum=0, label=t("train_sample_every"),
                                           elem_id="train-sample-every")
-            s["sample_guidance"] = gr.Slider(1.0, 5.0, 2.5, step=0.1, label="Sample guidance",
+            s["sample_guidance"] = gr.Slider(1.0, 5.0, 2.5, step=0.1, label=t("train_sample_guidance"),
                                              elem_id="train-sample-guidance")
         s["condition_dropout"] = gr.Slider(0.0, 0.5, 0.1, step=0.05, elem_id="train-dropout",
-                                           label="Condition dropout (keeps guidance working; 0 for tiny datasets)")
+                                           label=t("train_dropout"))
     buttons: dict[str, Any] = {}
     with gr.Row():
-        buttons["start"] = gr.Button("Start", variant="primary", elem_id="train-start")
-        buttons["stop"] = gr.Button("Stop", variant="stop", elem_id="train-stop")
-        buttons["resume"] = gr.Button("Resume", elem_id="train-resume")
+        buttons["start"] = gr.Button(t("train_start"), variant="primary", elem_id="train-start")
+        buttons["stop"] = gr.Button(t("train_stop"), variant="stop", elem_id="train-stop")
+        buttons["resume"] = gr.Button(t("train_resume"), elem_id="train-resume")
     return s, buttons
 
 
 def build_progress_row() -> dict[str, Any]:
     shown: dict[str, Any] = {}
-    gr.Markdown("### 3. Progress")
-    shown["status"] = gr.Markdown("Not training.", elem_id="train-status", min_height=48)
+    gr.Markdown(t("train_progress"))
+    shown["status"] = gr.Markdown(t("train_not_training"), elem_id="train-status", min_height=48)
     with gr.Row():
-        shown["plot"] = gr.LinePlot(loss_frame([]), x="step", y="loss", title="Training loss", height=260,
+        shown["plot"] = gr.LinePlot(loss_frame([]), x="step", y="loss", title=t("train_loss"), height=260,
                                     x_title="step", y_title="loss", elem_id="train-loss-plot")
-        shown["samples"] = gr.Gallery(label="Validation samples", columns=5, height=260, format="png",
+        shown["samples"] = gr.Gallery(label=t("train_samples"), columns=5, height=260, format="png",
                                       interactive=False, elem_id="train-samples")
     return shown
 
 
 def build_use_row() -> dict[str, Any]:
     use: dict[str, Any] = {}
-    gr.Markdown("### 4. Use the adapter")
+    gr.Markdown(t("train_use_title"))
     with gr.Row():
-        use["adapter"] = gr.Textbox(label="Adapter folder", interactive=False, elem_id="train-adapter", scale=3)
-        use["strength"] = gr.Slider(-1.0, 2.0, 1.0, step=0.05, label="Strength", elem_id="train-strength", scale=2)
+        use["adapter"] = gr.Textbox(label=t("train_adapter_folder"), interactive=False, elem_id="train-adapter",
+                                    scale=3)
+        use["strength"] = gr.Slider(-1.0, 2.0, 1.0, step=0.05, label=t("strength"), elem_id="train-strength", scale=2)
     with gr.Row():
-        use["use"] = gr.Button("Use in Generate tab", variant="primary", interactive=False, elem_id="train-use")
-        use["unload"] = gr.Button("Unload adapters (base model)", elem_id="train-unload")
-    use["loaded"] = gr.Markdown("The Generate tab uses the base model (no adapter loaded).", elem_id="train-loaded")
+        use["use"] = gr.Button(t("train_use"), variant="primary", interactive=False, elem_id="train-use")
+        use["unload"] = gr.Button(t("train_unload"), elem_id="train-unload")
+    use["loaded"] = gr.Markdown(t("train_base_model"), elem_id="train-loaded")
     return use
 
 
@@ -209,7 +204,7 @@ def wire_dataset(studio: Studio, rows: gr.State, data: dict, settings: dict) -> 
         try:
             train_data.check_row(instruction, inputs, target)
         except DatasetError as error:
-            raise gr.Error("This row cannot train: " + "; ".join(error.problems) + ".") from None
+            raise gr.Error(text("error_train_row", problems="; ".join(error.problems))) from None
         folder = train_data.dataset_folder(studio.output_dir, "rows", request.session_hash[:16])
         current = list(current or []) + [train_data.stored_row(instruction, inputs, target, folder)]
         return *rows_outputs(current), "", None, None
@@ -219,8 +214,9 @@ def wire_dataset(studio: Studio, rows: gr.State, data: dict, settings: dict) -> 
         try:
             added = train_data.rows_from_upload([getattr(f, "name", f) for f in files or []], folder)
         except DatasetError as error:
-            raise gr.Error(train_data.problems_message(error), duration=None, title="Dataset problems") from None
-        gr.Info(f"Added {len(added)} row(s) from the upload.")
+            raise gr.Error(train_data.problems_message(error), duration=None,
+                           title=text("train_dataset_problems")) from None
+        gr.Info(text("info_train_added", count=len(added)))
         return *rows_outputs(list(current or []) + added), None
 
     def load_example():
@@ -244,7 +240,7 @@ def select_row(evt: gr.SelectData) -> int:
 def remove_row(current: list, selected: int | None):
     current = list(current or [])
     if selected is None or not 0 <= int(selected) < len(current):
-        raise gr.Error("Click a row's thumbnail first, then Remove.")
+        raise gr.Error(text("error_train_remove"))
     del current[int(selected)]
     return *rows_outputs(current), None
 
@@ -271,7 +267,8 @@ def wire_training(studio: Studio, rows: gr.State, settings: dict, buttons: dict,
 def make_check(studio: Studio, resume: bool):
     def check(current_rows: list, *values) -> None:
         if studio.live.training is not None:
-            raise gr.Error(f"A training ({studio.live.training.name!r}) is already running; one runs at a time.")
+            raise gr.Error(translate(f"A training ({studio.live.training.name!r}) is already running; one runs at a "
+                                     "time."))
         prepare_run(studio, current_rows, dict(zip(SETTINGS, values)), resume)
 
     return check
@@ -283,7 +280,7 @@ def make_train_handler(studio: Studio, resume: bool, outputs: tuple):
         try:
             run = studio.live.claim_training(request.session_hash, config.lora.name)
         except PipelineBusy as error:
-            raise gr.Error(str(error)) from None
+            raise gr.Error(translate(str(error))) from None
         try:
             yield from stream_run(studio, dataset, config, run, outputs)
         finally:
@@ -307,12 +304,12 @@ def stream_run(studio: Studio, dataset: RowsDataset, config: TrainConfig, run: T
     try:
         for event in events:
             if event["type"] == "failed":
-                raise gr.Error(event["message"])
+                raise gr.Error(translate(event["message"]))
             view.stopping = run.stop.is_set()
             view.apply(event)
             yield event_update(view, event, outputs)
     except PipelineBusy as error:
-        raise gr.Error(str(error)) from None
+        raise gr.Error(translate(str(error))) from None
     finally:
         events.close()  # on a closed page too: stops the worker and waits for it
 
@@ -366,6 +363,6 @@ def readable(handler):
         try:
             return handler(*args)
         except ValueError as error:
-            raise gr.Error(str(error)) from None
+            raise gr.Error(translate(str(error))) from None
 
     return wrapped

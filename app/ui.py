@@ -26,8 +26,9 @@ from .adapters_ui import adapter_view, build_adapters_panel, view_outputs, wire_
 from .engine import (GPU_QUEUE, MAX_INPUT_IMAGES, DoneEvent, FailedEvent, GenerationJob, StepEvent, Studio,
                      gpu_job_events, python_snippet, set_studio)
 from .history_ui import wire_history
+from .i18n import I18N, choice_pairs, t, t_then, text, translate, translator
 from .picture_ui import build_picture_panel, wire_picture
-from .presets_ui import build_preset_picker, wire_presets
+from .presets_ui import build_preset_picker, preset_page_texts, wire_presets
 from .prompt_editing import image_problems
 from .prompt_ui import build_image_slots, mask_for_job, render_prompt, wire_mask, wire_prompt_editing
 
@@ -53,7 +54,7 @@ CSS = """
 #prompt-preview .prompt-missing { background: #fde2e2; color: #a00; padding: 2px 6px; border-radius: 4px; }
 #prompt-preview .prompt-problems { color: #b00020; margin: 6px 0 0 0; }
 #prompt-preview .prompt-ok { color: #2e7d32; margin-top: 6px; }
-.slot-buttons button { min-width: 0 !important; padding: 2px 6px !important; }
+.slot-buttons button { min-width: 0 !important; padding: 2px 6px !important; white-space: nowrap; }
 /* Small results are shown large and sharp: nearest-neighbour upscaling for display only (downloads are the PNG). */
 #results img, #preview img, #history img, #before-after img, #picture-drop img { image-rendering: pixelated; }
 #preview img, #picture-drop img { width: 100%; height: 100%; object-fit: contain; }
@@ -71,9 +72,9 @@ def build_app(studio: Studio, extra_tabs: Sequence[TabBuilder] = ()) -> gr.Block
     # Uploads (faces, private pictures) are removed from Gradio's cache a day after they arrive.
     with gr.Blocks(title="OmniGen Studio", delete_cache=(3600, 86400)) as demo:
         gr.Markdown("# OmniGen Studio")
-        gr.Markdown(studio.header(), elem_id="model-header")
+        header = gr.Markdown(studio.header(), elem_id="model-header")
         with gr.Tabs():
-            with gr.Tab("Generate", id="generate") as generate_tab:
+            with gr.Tab(t("tab_generate"), id="generate") as generate_tab:
                 page, shown = build_generate_tab(studio)
             for builder in extra_tabs:
                 builder(studio)
@@ -85,6 +86,10 @@ def build_app(studio: Studio, extra_tabs: Sequence[TabBuilder] = ()) -> gr.Block
         generate_tab.select(lambda: adapter_view(studio), None, adapters, api_visibility="private", queue=False)
         demo.load(make_page_opener(studio), shown["browser"],
                   [shown["browser"], shown["history_gallery"], *adapters], api_visibility="private")
+        # The page translates labels itself; texts made on the server with values follow the browser's language.
+        demo.load(make_page_localizer(studio), [page["preset"], page["prompt"], *page["slots"]],
+                  [header, page["preset_info"], page["examples"], page["prompt_view"], shown["history_info"]],
+                  api_visibility="private", queue=False)
     return demo
 
 
@@ -98,14 +103,28 @@ def make_page_opener(studio: Studio) -> Callable:
     return open_page
 
 
+def make_page_localizer(studio: Studio) -> Callable:
+    """On page load: the texts the server makes with values, in the browser's language."""
+
+    def localize(request: gr.Request, preset: str, prompt: str, *images: str | None):
+        tr = translator(request)
+        dtype = str(studio.pipe.dtype).replace("torch.", "")
+        header = tr("model_header", model=studio.model_name, device=studio.pipe.device, dtype=dtype,
+                    size=studio.pipe.native_size)
+        info, examples = preset_page_texts(preset or "text_to_image", request)
+        return header, info, examples, render_prompt(prompt, images, request), history_note(studio, request)
+
+    return localize
+
+
 def launch_options(studio: Studio, max_file_size: str | int = "20mb", share: bool = False) -> dict[str, Any]:
     """launch() arguments: no run history (uploads may be private), only the output folder served, an
-    upload size limit, and the page's style. Errors other than gr.Error show as a bare 'Error' (show_error
-    off), so nothing internal reaches the page."""
+    upload size limit, the page's style and its texts in English and Chinese (app/i18n.py). Errors other than
+    gr.Error show as a bare 'Error' (show_error off), so nothing internal reaches the page."""
     # No server-side rendering: it starts a Node server (seconds of startup) for a page that needs none.
     return dict(run_history=False, allowed_paths=[str(studio.output_dir)],
                 blocked_paths=[str(studio.history.private)], max_file_size=max_file_size, share=share, css=CSS,
-                ssr_mode=False)
+                ssr_mode=False, i18n=I18N)
 
 
 # ----------------------------------------------------------------------------- the Generate tab
@@ -132,29 +151,29 @@ def build_generate_tab(studio: Studio) -> tuple[dict[str, Any], dict[str, Any]]:
 def build_input_column(studio: Studio) -> dict[str, Any]:
     page: dict[str, Any] = {}
     page["preset"], page["preset_info"], page["variant"], page["examples"] = build_preset_picker()
-    page["prompt"] = gr.Textbox(PRESETS["text_to_image"].template, lines=3, label="Prompt", elem_id="prompt",
-                                info="Write text; put image k where it belongs with <img><|image_k|></img> "
-                                     "(the 'insert' button under an image does it at the cursor).")
+    page["prompt"] = gr.Textbox(PRESETS["text_to_image"].template, lines=3, label=t("prompt_label"), elem_id="prompt",
+                                info=t("prompt_info"))
     page["slots"], page["slot_buttons"], page["caret"] = build_image_slots()
     page["prompt_view"] = gr.HTML(render_prompt(page["prompt"].value, [None] * MAX_INPUT_IMAGES),
                                   elem_id="prompt-preview")
     with gr.Group(visible=False) as page["fewshot_group"]:
         with gr.Row():
             page["fewshot_pairs"] = gr.Slider(1, (MAX_INPUT_IMAGES - 1) // 2, value=1, step=1,
-                                              label="Example pairs (input -> output)", elem_id="fewshot-pairs")
-            page["fewshot_build"] = gr.Button("Build the few-shot prompt", elem_id="fewshot-build")
-    page["condition_button"] = gr.Button("Make a condition map from my picture in image 1", visible=False,
+                                              label=t("fewshot_pairs"), elem_id="fewshot-pairs")
+            page["fewshot_build"] = gr.Button(t("fewshot_build"), elem_id="fewshot-build")
+    page["condition_button"] = gr.Button(t("condition_button"), visible=False,
                                          elem_id="make-condition")
-    with gr.Accordion("Edit mask (optional): paint where the edit may change the picture", open=False,
+    with gr.Accordion(t("mask_accordion"), open=False,
                       visible=False) as page["mask_group"]:
-        page["mask_load"] = gr.Button("Paint a mask on image 1", elem_id="mask-load")
+        page["mask_load"] = gr.Button(t("mask_load"), elem_id="mask-load")
         page["mask_editor"] = gr.ImageEditor(
-            type="numpy", image_mode="RGBA", sources=(), transforms=(), layers=False, format="png", label="Mask",
+            type="numpy", image_mode="RGBA", sources=(), transforms=(), layers=False, format="png",
+            label=t("mask_label"),
             elem_id="mask-editor", brush=gr.Brush(colors=["#ff0066"], color_mode="fixed", default_size=8))
-        page["mask_info"] = gr.Markdown("No mask: the whole picture may change.", elem_id="mask-info")
+        page["mask_info"] = gr.Markdown(t("mask_none"), elem_id="mask-info")
     with gr.Row():
-        page["generate"] = gr.Button("Generate", variant="primary", elem_id="generate")
-        page["cancel"] = gr.Button("Cancel", variant="stop", elem_id="cancel")
+        page["generate"] = gr.Button(t("generate"), variant="primary", elem_id="generate")
+        page["cancel"] = gr.Button(t("cancel"), variant="stop", elem_id="cancel")
     page["panel"] = build_settings_panel(studio, studio.defaults())
     page["adapters"] = build_adapters_panel(studio)
     page["picture"] = build_picture_panel()
@@ -166,35 +185,36 @@ def build_output_column(studio: Studio) -> dict[str, Any]:
     shown: dict[str, Any] = {"browser": gr.BrowserState(None, storage_key="omnigen-studio-browser",
                                                         secret=studio.history.secret()),
                              "selection": gr.State(None), "latest": gr.State(None)}
-    shown["status"] = gr.Markdown("Ready.", elem_id="status", min_height=56)
-    shown["preview"] = gr.Image(label="Live preview", format="png", interactive=False, height=200,
+    shown["status"] = gr.Markdown(t("status_ready"), elem_id="status", min_height=56)
+    shown["preview"] = gr.Image(label=t("live_preview"), format="png", interactive=False, height=200,
                                 elem_id="preview")
-    shown["results"] = gr.Gallery(label="Results", format="png", columns=2, height="auto", interactive=False,
+    shown["results"] = gr.Gallery(label=t("results"), format="png", columns=2, height="auto", interactive=False,
                                   buttons=["download", "fullscreen"], elem_id="results")
-    shown["before_after"] = gr.ImageSlider(label="Before / after (image 1 -> result)", format="png",
+    shown["before_after"] = gr.ImageSlider(label=t("before_after"), format="png",
                                            visible=False, elem_id="before-after")
     with gr.Row():
-        shown["use_slot"] = gr.Dropdown([(f"image {k}", k) for k in SLOTS], value=1, label="Send to",
+        shown["use_slot"] = gr.Dropdown([(t_then("image_word", f" {k}"), k) for k in SLOTS], value=1,
+                                        label=t("send_to"),
                                         elem_id="use-slot", scale=1)
-        shown["use_as_input"] = gr.Button("Use as input", elem_id="use-as-input", scale=1)
-        shown["reuse"] = gr.Button("Reuse prompt, images, settings", elem_id="reuse", scale=2)
-        shown["download"] = gr.DownloadButton("Download PNG", visible=False, elem_id="download", scale=1)
-    shown["settings_json"] = gr.JSON(label="Settings of the selected image (also in its PNG)",
+        shown["use_as_input"] = gr.Button(t("use_as_input"), elem_id="use-as-input", scale=1)
+        shown["reuse"] = gr.Button(t("reuse"), elem_id="reuse", scale=2)
+        shown["download"] = gr.DownloadButton(t("download_png"), visible=False, elem_id="download", scale=1)
+    shown["settings_json"] = gr.JSON(label=t("settings_json"),
                                      elem_id="settings-json")
-    shown["code"] = gr.Code(language="python", label="Copy as Python", buttons=["copy"], elem_id="python-code")
-    shown["history_gallery"] = gr.Gallery(label="History (this browser, newest first)", format="png", columns=4,
+    shown["code"] = gr.Code(language="python", label=t("copy_python"), buttons=["copy"], elem_id="python-code")
+    shown["history_gallery"] = gr.Gallery(label=t("history"), format="png", columns=4,
                                           height=240, interactive=False, elem_id="history")
     with gr.Row():
         shown["history_info"] = gr.Markdown(history_note(studio), elem_id="history-info")
-        shown["delete"] = gr.Button("Delete the selected run", size="sm", variant="stop", elem_id="history-delete",
+        shown["delete"] = gr.Button(t("history_delete"), size="sm", variant="stop", elem_id="history-delete",
                                     scale=0, min_width=200)
     return shown
 
 
-def history_note(studio: Studio) -> str:
+def history_note(studio: Studio, request: gr.Request | None = None) -> str:
     limit = studio.history.limit
-    kept = f"the newest {limit} runs are kept" if limit else "every run is kept"
-    return f"<small>Kept in the studio's output folder for this browser only; {kept}.</small>"
+    lang = None if request is not None else "en"
+    return text("history_note_limit", request, lang, limit=limit) if limit else text("history_note_all", request, lang)
 
 
 RUN_OUTPUTS = ("status", "preview", "results", "before_after", "settings_json", "code", "download", "latest",
@@ -225,11 +245,11 @@ def setting_widget(name: str, value: Any, top: int, **layout: Any) -> Any:
     element = {"num_inference_steps": "steps", "guidance_scale": "guidance", "img_guidance_scale": "img-guidance",
                "num_images_per_prompt": "num-images", "max_input_image_size": "max-input-size",
                "use_kv_cache": "kv-cache"}.get(name, name.replace("_", "-"))
-    common = dict(label=meta["label"], elem_id=element, **layout)
+    common = dict(label=t(f"setting_{name}_label"), elem_id=element, **layout)
     if kind is bool:
         return gr.Checkbox(value, **common)
     if meta["choices"]:
-        return gr.Radio(list(meta["choices"]), value=value, info=meta["help"], **common)
+        return gr.Radio(choice_pairs(name, meta["choices"]), value=value, info=t(f"setting_{name}_help"), **common)
     if kind is str:
         return gr.Textbox(value, lines=1, **common)
     if meta["multiple_of"]:  # image sides: up to what the model can draw
@@ -241,7 +261,7 @@ def setting_widget(name: str, value: Any, top: int, **layout: Any) -> Any:
 def build_settings_panel(studio: Studio, d: GenerationSettings) -> dict[str, Any]:
     top = studio.pipe.max_image_side
     panel: dict[str, Any] = {}
-    with gr.Accordion("Settings", open=True):
+    with gr.Accordion(t("settings"), open=True):
         with gr.Row():
             for name in ("width", "height"):
                 panel[name] = setting_widget(name, getattr(d, name), top)
@@ -250,15 +270,15 @@ def build_settings_panel(studio: Studio, d: GenerationSettings) -> dict[str, Any
                 panel[name] = setting_widget(name, getattr(d, name), top)
         with gr.Row():
             panel["negative_prompt"] = setting_widget("negative_prompt", d.negative_prompt, top, scale=3)
-            panel["seed"] = gr.Number(d.seed, precision=0, minimum=0, label="Seed", elem_id="seed", scale=1)
-            panel["randomize_seed"] = gr.Checkbox(True, label="Random seed", elem_id="randomize-seed", scale=1)
+            panel["seed"] = gr.Number(d.seed, precision=0, minimum=0, label=t("seed"), elem_id="seed", scale=1)
+            panel["randomize_seed"] = gr.Checkbox(True, label=t("random_seed"), elem_id="randomize-seed", scale=1)
         with gr.Row():
             for name in ("num_images_per_prompt", "max_input_image_size"):
                 panel[name] = setting_widget(name, getattr(d, name), top)
-            sizes = [("width x height above", 0)] + [(f"size of image {k}", k) for k in SLOTS]
-            panel["output_size"] = gr.Dropdown(sizes, value=d.use_input_image_size_as_output, label="Output size",
+            sizes = [(t("output_size_given"), 0)] + [(t_then("size_of_image", f" {k}"), k) for k in SLOTS]
+            panel["output_size"] = gr.Dropdown(sizes, value=d.use_input_image_size_as_output, label=t("output_size"),
                                                elem_id="output-size")
-        with gr.Accordion("Advanced", open=False):
+        with gr.Accordion(t("advanced"), open=False):
             with gr.Row():
                 for name in ("cfg_mode", "use_kv_cache", "use_img_guidance", "time_shift"):
                     panel[name] = setting_widget(name, getattr(d, name), top)
@@ -269,11 +289,11 @@ def build_settings_panel(studio: Studio, d: GenerationSettings) -> dict[str, Any
                 for name in ("guidance_start", "guidance_end", "cache_threshold"):
                     panel[name] = setting_widget(name, getattr(d, name), top)
             with gr.Row():
-                panel["preview_every"] = gr.Slider(0, 20, 5, step=1, label="Live preview every N steps (0: off)",
+                panel["preview_every"] = gr.Slider(0, 20, 5, step=1, label=t("preview_every"),
                                                    elem_id="preview-every")
                 # Where the model waits between steps: the pipeline's, for every page, changed between jobs.
-                offload = gr.Dropdown(["none", "model", "sequential"], value=studio.pipe.offload or "none",
-                                      label="Offload to CPU (whole studio)", elem_id="offload")
+                offload = gr.Dropdown([(t(f"offload_{mode}"), mode) for mode in ("none", "model", "sequential")],
+                                      value=studio.pipe.offload or "none", label=t("offload"), elem_id="offload")
     assert tuple(panel) == FIELDS
     offload.change(lambda mode: change_offload(studio, mode), offload, offload, api_visibility="private")
     return panel
@@ -283,7 +303,7 @@ def change_offload(studio: Studio, mode: str) -> str:
     try:
         studio.set_offload(None if mode in (None, "none") else mode)
     except ValueError as error:
-        gr.Warning(str(error))
+        gr.Warning(translate(str(error)))
     return studio.pipe.offload or "none"
 
 
@@ -300,7 +320,7 @@ def settings_from_page(studio: Studio, values: dict[str, Any]) -> GenerationSett
                                                                 values["output_size"] or 0))
         return studio.pipe.settings(studio.defaults(), **given)
     except ValueError as error:
-        raise gr.Error(sentence(str(error))) from None
+        raise gr.Error(translate(sentence(str(error)))) from None
 
 
 def page_values_from_settings(settings: dict[str, Any], ui: dict[str, Any] | None = None,
@@ -349,23 +369,24 @@ def make_run_controls(studio: Studio) -> tuple[Callable, Callable]:
 
     def request_stop(request: gr.Request) -> str:
         if not studio.live.stop_generation(request.session_hash):
-            return "Nothing is running."
-        return "Cancelling: the run stops at its next step; nothing from it is saved."
+            return text("status_nothing_running", request)
+        return text("status_cancelling", request)
 
     return start_run, request_stop
 
 
 def check_prompt(prompt: str, output_size: int | None, *images: str | None) -> None:
-    """The mistakes that need no model: refused at once, before the job queues for the GPU."""
+    """The mistakes that need no model: refused at once, before the job queues for the GPU; said in the
+    language of the request being handled."""
+    tr = translator()
     if not (prompt or "").strip():
-        raise gr.Error("Write a prompt first (or pick a preset or an example).")
+        raise gr.Error(tr("error_prompt_empty"))
     problems = image_problems(prompt, images)
     if problems:
-        raise gr.Error(" ".join(problems))
+        raise gr.Error(" ".join(tr(problem) for problem in problems))
     k = int(output_size or 0)
     if k and not (k <= len(images) and images[k - 1]):
-        raise gr.Error(f"Output size is set to the size of image {k}, but there is no image {k}: upload it or "
-                       "set Output size to 'width x height above'.")
+        raise gr.Error(tr("error_output_size", k=k))
 
 
 def make_generate_handler(studio: Studio, outputs: dict[str, Any]) -> Callable:
@@ -381,8 +402,9 @@ def make_generate_handler(studio: Studio, outputs: dict[str, Any]) -> Callable:
         browser = hist.valid_browser(rest[-1])
         prompt = prompt or ""
         stop = studio.live.generation_stop(request.session_hash)
+        tr = translator(request)
         if stop.is_set():  # Cancel was pressed while the job waited in the queue
-            yield {status: "Cancelled before it started."}
+            yield {status: tr("status_cancelled_before")}
             return
         check_prompt(prompt, values["output_size"], *images)  # again: the page may have changed in the queue
         used = [path for path in images if path]
@@ -391,40 +413,40 @@ def make_generate_handler(studio: Studio, outputs: dict[str, Any]) -> Callable:
         try:
             studio.check_request(job)
         except ValueError as error:
-            raise gr.Error(sentence(str(error))) from None
-        yield {status: f"Starting (seed {job.settings.seed})...", seed: job.settings.seed,
+            raise gr.Error(tr(sentence(str(error)))) from None
+        yield {status: tr("status_starting", seed=job.settings.seed), seed: job.settings.seed,
                before_after: gr.ImageSlider(visible=False)}
         events = gpu_job_events(job)
         try:
             for event in events:
                 if stop.is_set():
                     events.close()  # the worker stops at its next step
-                    yield {status: f"Cancelled after step {getattr(event, 'step', '?')}; nothing was saved."}
+                    yield {status: tr("status_cancelled_after", step=getattr(event, "step", "?"))}
                     return
                 if isinstance(event, StepEvent):
-                    progress((event.step, event.total), desc=f"step {event.step}/{event.total}")
-                    update = {status: f"Step {event.step} of {event.total}"}
+                    progress((event.step, event.total), desc=tr("progress_step", step=event.step, total=event.total))
+                    update = {status: tr("status_step", step=event.step, total=event.total)}
                     if event.preview is not None:
                         update[preview] = event.preview
                     yield update
                 elif isinstance(event, FailedEvent):
-                    raise gr.Error(event.message)
+                    raise gr.Error(tr(event.message))
                 else:
-                    yield finished(event, job, values, browser, preset_name, prompt, images)
+                    yield finished(event, job, values, browser, preset_name, prompt, images, tr)
         finally:
             events.close()
             studio.live.end_generation(request.session_hash)
 
     def finished(done: DoneEvent, job: GenerationJob, values: dict, browser: str | None, preset_name: str,
-                 prompt: str, images: list) -> dict:
+                 prompt: str, images: list, tr: Callable) -> dict:
         entry = hist.new_entry(studio.history, browser, preset_name, prompt, [p for p in images if p], values, done)
         entries = studio.history.add(browser, entry)
         first = entry["results"][0]
         seeds = ", ".join(str(r["settings"]["seed"]) for r in entry["results"])
-        masked = " Pixels outside the mask are the original's." if job.mask is not None else ""
+        masked = tr("status_masked") if job.mask is not None else ""
         slider = (gr.ImageSlider((done.before, first["path"]), visible=True) if done.before
                   else gr.ImageSlider(visible=False))
-        return {status: f"Done: {len(entry['results'])} image(s), seed {seeds}.{masked}",
+        return {status: tr("status_done", count=len(entry["results"]), seeds=seeds, masked=masked),
                 preview: first["path"], results: [(r["path"], hist.caption(r)) for r in entry["results"]],
                 before_after: slider, settings_json: first["settings"],
                 code: python_snippet(first["settings"], [Path(p).name for p in entry["images"]]),

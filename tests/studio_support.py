@@ -43,14 +43,16 @@ def serve_studio(model_dir: str | Path, output_dir: Path, extra_tabs: Sequence =
 
 
 @contextlib.contextmanager
-def chromium_page(url: str, timeout_ms: int, height: int = 1600) -> Iterator:
-    """A Playwright page on `url` in headless Chromium, 1400 px wide."""
+def chromium_page(url: str, timeout_ms: int, height: int = 1600, locale: str | None = None) -> Iterator:
+    """A Playwright page on `url` in headless Chromium, 1400 px wide; `locale` (e.g. "zh-CN"): the browser's
+    language, which the page and the Accept-Language header follow."""
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_FLAGS)
         try:
-            page = browser.new_page(viewport={"width": 1400, "height": height})
+            options = dict(viewport={"width": 1400, "height": height}, **({"locale": locale} if locale else {}))
+            page = browser.new_page(**options)
             page.set_default_timeout(timeout_ms)
             page.goto(url)
             yield page
