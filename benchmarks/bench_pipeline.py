@@ -126,7 +126,7 @@ def measure(impl: str, case: str, model_dir: str, size: int, steps: int) -> dict
     import torch
 
     from omnigen import OmniGenPipeline
-    from omnigen.weights import official_config_to_diffusers, official_to_diffusers
+    from omnigen.layouts import official_config_to_diffusers, official_to_diffusers
 
     torch.manual_seed(0)
     pipe = OmniGenPipeline.from_pretrained(model_dir, device="cpu")

@@ -30,7 +30,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from omnigen.files import atomic_write, atomic_write_text  # noqa: E402
 from omnigen.layers import sincos_pos_embed_2d  # noqa: E402
 from omnigen.model import OmniGen, OmniGenConfig  # noqa: E402
-from omnigen.weights import OMNIGEN_V1_CONFIG, SAFETENSORS_NAMES  # noqa: E402
+from omnigen.layouts import OMNIGEN_V1_CONFIG  # noqa: E402
+from omnigen.weights import SAFETENSORS_NAMES  # noqa: E402
 
 DEVICE = "cpu"  # where the random numbers are drawn (--device cuda: seconds instead of minutes, other numbers)
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16, "fp8": torch.float8_e4m3fn}

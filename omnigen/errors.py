@@ -11,6 +11,10 @@ from typing import Any
 log = logging.getLogger("omnigen")
 
 # How each allocator says it: CUDA ("CUDA out of memory"), MPS, and torch's CPU allocator.
+class ModelFolderError(ValueError):
+    """A model folder or weights file that cannot be loaded: missing files, wrong keys or shapes."""
+
+
 _OUT_OF_MEMORY_WORDS = ("out of memory", "can't allocate memory", "defaultcpuallocator: not enough memory")
 
 
