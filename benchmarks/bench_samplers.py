@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import math
 import sys
 import time
@@ -227,6 +228,23 @@ def plot(rows: list[dict], path: Path) -> str:
     return f"plot written to {path}"
 
 
+def rows_from_table(text: str) -> list[dict]:
+    """The rows of tables this script printed (e.g. the ones kept in docs/benchmarks.md), to plot a run again
+    without repeating it. The sampler and step count are read back from each label; the rest of a label
+    (spacing, shift, guidance interval, cache) marks the row as a variant."""
+    rows, model = [], None
+    for line in text.splitlines():
+        if line.startswith("[") and line.rstrip().endswith("]"):
+            model = line.strip()[1:-1]
+        match = re.fullmatch(r"(\w+)-(\d+)(, .+?)?\s+([\d.]+)\s+([\d.]+)\s+([\d.]+)\s+([\d.]+)\s+([\d.]+)\s*", line)
+        if model and match:
+            sampler, steps, rest, rmse, psnr, calls, branch_rows, seconds = match.groups()
+            settings = config(sampler, int(steps), **({"variant": rest[2:]} if rest else {}))
+            rows.append(dict(model=model, config=line[:44].strip(), settings=settings, rmse=float(rmse),
+                             psnr=float(psnr), calls=float(calls), rows=float(branch_rows), seconds=float(seconds)))
+    return rows
+
+
 # ----------------------------------------------------------------------------- the judge
 
 
@@ -274,7 +292,13 @@ def main() -> int:
     parser.add_argument("--judge", nargs="+", metavar="SETTINGS",
                         help="judge the embedded model's eval set with each configuration instead")
     parser.add_argument("--judge-per-family", type=int, default=20)
+    parser.add_argument("--replot", type=Path, metavar="FILE",
+                        help="with --plot: draw the tables this script printed (kept in FILE) instead of measuring")
     args = parser.parse_args()
+    if args.replot:
+        rows = rows_from_table(args.replot.read_text(encoding="utf-8"))
+        print(f"{len(rows)} rows read; " + plot(rows, args.plot or Path("samplers-pareto.png")))
+        return 0
 
     import torch
 
