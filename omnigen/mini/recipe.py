@@ -69,8 +69,8 @@ class Recipe:
     vae_batch_size: int = 16
     vae_lr: float = 2e-3
     vae_pool_size: int = 8000
-    # Decoder-only training after the transformer's (the latents stay fixed). Counted in steps, not minutes (as it
-    # was until the tenth session: 20), so the same recipe gives the same decoder on any machine and device;
+    # Decoder-only training after the transformer's (the latents stay fixed). Counted in steps, not minutes (an
+    # earlier recipe gave it 20 minutes), so the same recipe gives the same decoder on any machine and device;
     # on this 2-core machine a step takes 0.27 s (1,000 in 4.5 min), so 4,000 are about the old 20 minutes.
     decoder_steps: int = 4000
     hidden_size: int = 192
