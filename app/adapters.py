@@ -21,6 +21,7 @@ import zipfile
 from collections.abc import Sequence
 from pathlib import Path, PurePosixPath
 
+from omnigen.files import escapes_folder
 from omnigen.lora import ADAPTER_CONFIG, ADAPTER_WEIGHTS
 
 MAX_ADAPTERS = 8  # loaded at once; each one costs every step a little
@@ -92,11 +93,6 @@ def check_members(archive: str, members: list[zipfile.ZipInfo]) -> None:
         raise AdapterSourceError(f"the upload {archive} is refused: {', '.join(links[:3])} is a link; zip the files themselves")
     if sum(m.file_size for m in members) > MAX_UNPACKED_BYTES:
         raise AdapterSourceError(f"the upload {archive} unpacks to more than {MAX_UNPACKED_BYTES >> 30} GB: not an adapter")
-
-
-def escapes_folder(name: str) -> bool:
-    path = PurePosixPath(name.replace("\\", "/"))
-    return path.is_absolute() or ".." in path.parts or bool(re.match(r"[A-Za-z]:", name))
 
 
 def adapter_member(archive: str, members: list[zipfile.ZipInfo]) -> zipfile.ZipInfo:

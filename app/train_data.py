@@ -21,6 +21,7 @@ import zipfile
 from collections.abc import Sequence
 from pathlib import Path
 
+from omnigen.files import escapes_folder
 from omnigen.training import DatasetError, ImageFolderDataset, JsonlDataset, RowsDataset
 
 Row = list  # [instruction: str, inputs: list[str], output: str]; lists, since gr.State round-trips them
@@ -193,7 +194,7 @@ def unpack_zip(archive: Path, folder: Path) -> None:
     try:
         with zipfile.ZipFile(archive) as zipped:
             members = [m for m in zipped.infolist() if not m.is_dir() and not m.filename.startswith("__MACOSX/")]
-            bad = [m.filename for m in members if m.filename.startswith(("/", "\\")) or ".." in Path(m.filename).parts]
+            bad = [m.filename for m in members if escapes_folder(m.filename)]
             if bad:
                 raise DatasetError(archive.name, [f"{name}: a path outside the archive's folder" for name in bad])
             if sum(m.file_size for m in members) > MAX_ZIP_BYTES:

@@ -1,4 +1,4 @@
-"""How long one 30-step generation at the native size takes with the embedded model (the issue's budget: 1 s on
+"""How long one 30-step generation at the native size takes with the embedded model (the budget: under 1 s on
 2 CPU cores), for text-to-image and for an edit with one input image.
 
     python benchmarks/bench_mini.py [--model DIR ...] [--runs 7] [--threads 2]

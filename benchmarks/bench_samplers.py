@@ -163,7 +163,7 @@ def measure(name: str, pipe, calls: list[dict], configs: list[dict], log, saved:
 
     images = sum(len(c["prompt"]) if isinstance(c["prompt"], list) else 1 for c in calls)
     if saved is not None and saved.is_file():
-        reference = list(torch.load(saved))
+        reference = list(torch.load(saved, weights_only=True))
         log(f"{name}: converged reference ({label(REFERENCE)}) read from {saved}")
     else:
         reference, seconds, _ = sample(pipe, calls, REFERENCE)

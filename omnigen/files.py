@@ -20,12 +20,20 @@ leaves the old target untouched. Temporary files get the permissions a plain `op
 from __future__ import annotations
 
 import os
+import re
 import secrets
 import shutil
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import IO, Any
+
+
+def escapes_folder(name: str) -> bool:
+    """Whether an archive member's name would land outside the folder it is unpacked into: an absolute path, a
+    drive letter, or a '..' part (either slash counts, as zips made on Windows use backslashes)."""
+    path = PurePosixPath(name.replace("\\", "/"))
+    return path.is_absolute() or ".." in path.parts or bool(re.match(r"[A-Za-z]:", name))
 
 
 def temporary_path(path: str | os.PathLike) -> Path:

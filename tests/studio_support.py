@@ -13,6 +13,19 @@ ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"  # screens
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
 
 
+def browser_expect(timeout_ms: int):
+    """Playwright's `expect` with retrying assertions of `timeout_ms` (a busy 2-core machine renders slowly), for
+    a browser-test module; the module is skipped where Debian's Chromium or the playwright package is absent."""
+    import pytest
+
+    if not CHROMIUM.exists():
+        pytest.skip(f"{CHROMIUM} is absent: install Debian's chromium (apt-get install chromium) for the browser "
+                    "tests", allow_module_level=True)
+    expect = pytest.importorskip("playwright.sync_api", reason="the playwright Python package is not installed").expect
+    expect.set_options(timeout=timeout_ms)
+    return expect
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -11,20 +11,15 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from studio_support import CHROMIUM, chromium_page, screenshot, serve_studio
+from studio_support import browser_expect, chromium_page, screenshot, serve_studio
 
-if not CHROMIUM.exists():
-    pytest.skip(f"{CHROMIUM} is absent: install Debian's chromium (apt-get install chromium) for the browser tests",
-                allow_module_level=True)
-sync_api = pytest.importorskip("playwright.sync_api", reason="the playwright Python package is not installed")
-expect = sync_api.expect
+TIMEOUT_MS = 45_000
+expect = browser_expect(TIMEOUT_MS)
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 from omnigen.pipeline import DEFAULT_MODEL  # noqa: E402
 from omnigen.png import read_settings  # noqa: E402
 
-TIMEOUT_MS = 45_000
-expect.set_options(timeout=TIMEOUT_MS)  # retrying expectations: a busy 2-core machine renders slowly
 
 
 @pytest.fixture(scope="module")

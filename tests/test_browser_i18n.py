@@ -4,20 +4,15 @@ to test-artifacts/studio-zh-CN.png."""
 
 import pytest
 
-from studio_support import CHROMIUM, chromium_page, screenshot, serve_studio
+from studio_support import browser_expect, chromium_page, screenshot, serve_studio
 
-if not CHROMIUM.exists():
-    pytest.skip(f"{CHROMIUM} is absent: install Debian's chromium (apt-get install chromium) for the browser tests",
-                allow_module_level=True)
-sync_api = pytest.importorskip("playwright.sync_api", reason="the playwright Python package is not installed")
-expect = sync_api.expect
+TIMEOUT_MS = 45_000
+expect = browser_expect(TIMEOUT_MS)
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 from app.train_tab import build_train_tab  # noqa: E402
 from omnigen.pipeline import DEFAULT_MODEL  # noqa: E402
 
-TIMEOUT_MS = 45_000
-expect.set_options(timeout=TIMEOUT_MS)
 MISMATCH = "<img><|image_1|></img> make the red circle green"
 
 

@@ -16,13 +16,10 @@ import torch
 from PIL import Image, PngImagePlugin
 from safetensors.torch import save_file
 
-from studio_support import CHROMIUM, chromium_page, screenshot, serve_studio
+from studio_support import browser_expect, chromium_page, screenshot, serve_studio
 
-if not CHROMIUM.exists():
-    pytest.skip(f"{CHROMIUM} is absent: install Debian's chromium (apt-get install chromium) for the browser tests",
-                allow_module_level=True)
-sync_api = pytest.importorskip("playwright.sync_api", reason="the playwright Python package is not installed")
-expect = sync_api.expect
+TIMEOUT_MS = 45_000
+expect = browser_expect(TIMEOUT_MS)
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 from omnigen.lora import add_lora, lora_layers, save_lora, unload_lora  # noqa: E402
@@ -30,8 +27,6 @@ from omnigen.pipeline import DEFAULT_MODEL  # noqa: E402
 from omnigen.png import read_settings  # noqa: E402
 from omnigen.settings import GenerationSettings  # noqa: E402
 
-TIMEOUT_MS = 45_000
-expect.set_options(timeout=TIMEOUT_MS)
 
 
 @pytest.fixture(scope="module")
