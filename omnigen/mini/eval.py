@@ -29,6 +29,7 @@ from .world import DEFAULT_SIZE
 HELDOUT_ROWS = {
     "text_to_image": "text_to_image (held-out pairs)",
     "edit": "edit (into held-out pairs)",
+    "caption": "caption (held-out phrasings)",
 }
 
 

@@ -2,6 +2,8 @@
 
 - `verdicts`: `judge` and `judge_spec`, the pass/fail tolerances and one check per kind of target
   (scenes, depth maps, edge maps, skeleton maps, figures, restorations).
+- `stated`: `judge_stated` for captions that leave things out and counts (only what is said is checked,
+  wherever the objects are) and `judge_photo` for edits of uploaded pictures.
 - `measures`: what those checks measure in the pixels (colour masks, blobs, fitted shape templates,
   edge ridges, limb hues, shirt patterns, sharpness, residual noise).
 
@@ -45,3 +47,4 @@ from .verdicts import (
     judge_skeleton,
     judge_spec,
 )
+from .stated import judge_photo, judge_stated

@@ -108,6 +108,15 @@ def judge_spec(spec: dict, image: Image.Image) -> Verdict:
     size = _target_size(target)
     pixels = as_array(image, size)
     kind = target["kind"]
+    if "stated" in spec:  # a caption that leaves things out: only what it says is checked
+        from .stated import judge_stated
+
+        return judge_stated(spec["stated"], pixels)
+    if kind == "photo":
+        from ..world import Photo
+        from .stated import judge_photo
+
+        return judge_photo(Photo.from_dict(target["photo"]), size, pixels)
     if kind == "scene":
         verdict = judge_scene(Scene.from_dict(target["scene"]), pixels)
         if spec.get("family") == "restore":

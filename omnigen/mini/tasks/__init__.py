@@ -5,7 +5,8 @@ from a pool of phrasings, and renders the input and output pictures from the spe
 in the sample (JSON-serialisable) so that the judge can re-render and check a generated image.
 
 Held-out colour-shape pairs (HELDOUT_PAIRS) never appear in any picture of the "train" and "eval"
-splits; the "heldout" split of text_to_image and edit makes samples whose output holds one of them.
+splits; the "heldout" split of text_to_image and edit makes samples whose output holds one of them. The
+"heldout" split of caption holds phrasings instead: framings of a caption that no training caption uses.
 
 - `sampling`: the families by name, `make_sample`, `generate`, `corpus`, `write_jsonl`.
 - `specs`: the Sample, held-out pairs, random scenes/poses/garments, picture specs, `build_sample`.
@@ -13,12 +14,14 @@ splits; the "heldout" split of text_to_image and edit makes samples whose output
 - `generation`: text_to_image, edit, subject, tryon.
 - `vision`: pose, depth and edges (conditioned), their extractions, segment, restore.
 - `fewshot`: in-context examples of a transformation.
+- `natural`: what people type and upload: captions of any detail, counts, edits of uploaded pictures.
 
 Everything a caller needs is re-exported here: `from omnigen.mini.tasks import generate`.
 """
 
 from .fewshot import FEWSHOT_LEADS, FEWSHOT_TRANSFORMS, fewshot_instruction, make_fewshot
 from .generation import EDIT_OPERATIONS, make_edit, make_subject, make_text_to_image, make_tryon
+from .natural import HELDOUT_FRAMES, NATURAL_FAMILIES, TRAIN_FRAMES, UPLOAD_EDITS, make_caption, make_count, make_upload_edit
 from .sampling import (
     FAMILIES,
     HELDOUT_FAMILIES,

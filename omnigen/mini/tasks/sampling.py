@@ -16,6 +16,7 @@ from ...files import atomic_write_text
 from ..world import DEFAULT_SIZE
 from .fewshot import FEWSHOT_TRANSFORMS, make_fewshot
 from .generation import EDIT_OPERATIONS, make_edit, make_subject, make_text_to_image, make_tryon
+from .natural import UPLOAD_EDITS, make_caption, make_count, make_upload_edit
 from .specs import Sample
 from .vision import (
     RESTORE_TASKS,
@@ -43,9 +44,12 @@ FAMILIES: tuple[str, ...] = (
     "segment",
     "restore",
     "fewshot",
+    "caption",
+    "count",
+    "upload_edit",
 )
 SPLITS = ("train", "eval", "heldout")
-HELDOUT_FAMILIES = ("text_to_image", "edit")
+HELDOUT_FAMILIES = ("text_to_image", "edit", "caption")
 
 
 def _check_split(family: str, split: str) -> None:
@@ -69,12 +73,16 @@ _MAKERS: dict[str, Callable[..., Sample]] = {
     "segment": make_segment,
     "restore": make_restore,
     "fewshot": make_fewshot,
+    "caption": make_caption,
+    "count": make_count,
+    "upload_edit": make_upload_edit,
 }
 # The families whose sub-task `make_sample(task_weights=...)` can weight, and their sub-tasks.
 SUB_TASKS: dict[str, tuple[str, ...]] = {
     "edit": tuple(EDIT_OPERATIONS),
     "restore": RESTORE_TASKS,
     "fewshot": FEWSHOT_TRANSFORMS,
+    "upload_edit": UPLOAD_EDITS,
 }
 
 

@@ -7,6 +7,7 @@ the same pixels.
 
 - `model`: what the world holds, with no pixels: palette, layout grid, scenes, poses, garments, geometry.
 - `render`: the pixels: masks, renderers, degradations and `render_picture` for a picture spec.
+- `photo`: pictures from outside the grid, as a user uploads them (any size, place and canvas; noise, JPEG).
 
 Both are re-exported here, so `from omnigen.mini.world import Scene, render_scene` reads as one world.
 """
@@ -83,3 +84,4 @@ from .render import (
     torso_mask,
     torso_polygon,
 )
+from .photo import Photo, PhotoObject, photo_object_mask, render_photo, render_photo_as_output

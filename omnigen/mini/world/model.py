@@ -131,7 +131,9 @@ class Scene:
             raise ValueError(f"unknown background {self.background!r}; choose one of {list(BACKGROUND_COLORS)}")
         _check_size(self.size)
         object.__setattr__(self, "objects", tuple(self.objects))
-        problem = scene_layout_problem(self.objects)
+        # Repeated colour-shape pairs are allowed here ("two blue squares"); the task generators refuse them
+        # where an instruction must refer to one object (scene_layout_problem's default).
+        problem = scene_layout_problem(self.objects, allow_repeats=True)
         if problem:
             raise ValueError(f"invalid scene: {problem}")
 
@@ -169,14 +171,17 @@ def half_extent(object_size: str, size: int = DEFAULT_SIZE) -> int:
     return scale_from_grid(HALF_EXTENT[object_size], size)
 
 
-def scene_layout_problem(objects: tuple[SceneObject, ...]) -> str | None:
-    """Why these objects cannot share a scene, or None when they can (checked on the 64 grid)."""
+def scene_layout_problem(objects: tuple[SceneObject, ...], allow_repeats: bool = False) -> str | None:
+    """Why these objects cannot share a scene, or None when they can (checked on the 64 grid).
+
+    Two objects of the same colour and shape are a problem unless `allow_repeats`: an instruction that names
+    one of them could not tell them apart, but a count ("two blue squares") needs them."""
     if len(objects) > 3:
         return f"{len(objects)} objects; a scene holds at most 3"
     regions = [o.region for o in objects]
     if len(set(regions)) != len(regions):
         return f"two objects in the same region ({regions})"
-    if len({o.pair for o in objects}) != len(objects):
+    if not allow_repeats and len({o.pair for o in objects}) != len(objects):
         return "two objects with the same colour and shape (instructions could not tell them apart)"
     for i, a in enumerate(objects):
         for b in objects[i + 1 :]:

@@ -262,7 +262,7 @@ def to_grayscale(image: Image.Image) -> Image.Image:
 # ----------------------------------------------------------------------------------------------
 # Pictures as JSON-serialisable specs: every input and output image of a task is one of these.
 
-PICTURE_KINDS = ("scene", "depth", "edges", "figure", "skeleton", "garment", "noisy", "blurred", "grey")
+PICTURE_KINDS = ("scene", "depth", "edges", "figure", "skeleton", "garment", "noisy", "blurred", "grey", "photo")
 
 
 def render_picture(picture: dict) -> Image.Image:
@@ -288,4 +288,9 @@ def render_picture(picture: dict) -> Image.Image:
         return render_skeleton(Pose(**picture["pose"]), picture.get("size", DEFAULT_SIZE))
     if kind == "garment":
         return render_garment(Garment(**picture["garment"]), picture.get("size", DEFAULT_SIZE))
+    if kind == "photo":  # as uploaded, or, with a "size", clean as the model's output of that size
+        from .photo import Photo, render_photo, render_photo_as_output
+
+        photo = Photo.from_dict(picture["photo"])
+        return render_photo_as_output(photo, picture["size"]) if "size" in picture else render_photo(photo)
     raise ValueError(f"unknown picture kind {kind!r}; choose one of {list(PICTURE_KINDS)}")
