@@ -236,3 +236,11 @@ def test_uploaded_pictures_come_in_many_sizes_places_and_qualities():
     for sample in samples[:10]:
         clean = Photo.from_dict(sample.spec["target"]["photo"])
         assert clean.noise == 0 and clean.jpeg == 0 and sample.output_image.size == (64, 64)
+
+
+def test_the_vae_sees_uploaded_pictures_at_the_native_size():
+    from omnigen.mini.autoencoder import world_images
+
+    rng = random.Random(0)
+    images = world_images(rng, 400)
+    assert {image.size for image in images} == {(64, 64)}

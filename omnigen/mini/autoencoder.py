@@ -179,13 +179,17 @@ def pixel_mse(recon: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 
 
 def world_images(rng: random.Random, n: int) -> list[Image.Image]:
-    """Every input and output image of random samples across all task families of the mini world."""
+    """Every input and output image of random samples across all task families of the mini world; an uploaded
+    picture of another size as the processor brings it to the native size (what the VAE encodes)."""
+    from omnigen.images import crop_to_multiple_of_16
     from omnigen.mini.tasks import FAMILIES, make_sample
+    from omnigen.mini.world import DEFAULT_SIZE
 
     found: list[Image.Image] = []
     while len(found) < n:
         sample = make_sample(rng.choice(list(FAMILIES)), rng)
-        found.extend([*sample.input_images, sample.output_image])
+        found.extend([crop_to_multiple_of_16(image, DEFAULT_SIZE) for image in sample.input_images])
+        found.append(sample.output_image)
     return found[:n]
 
 
