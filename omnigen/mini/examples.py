@@ -51,12 +51,6 @@ def _scene(size: int, background: str, *objects: str) -> Scene:
     return Scene(background, tuple(parsed), size)
 
 
-def _stated(*pairs: tuple[str, str]) -> dict:
-    """What a caption naming only these colours and shapes states (see tasks.natural)."""
-    objects = [{"shape": shape, "color": color, "size": None, "regions": None} for color, shape in pairs]
-    return {"background": None, "objects": objects}
-
-
 def _example(title: str, family: str, task: str, prompt: str, inputs: list[tuple[str, dict]], target: dict,
              **extra) -> Example:
     """An example whose input pictures are saved under the given file names."""
@@ -84,14 +78,6 @@ def _generation_examples(size: int) -> dict[str, list[Example]]:
     accompanied = _scene(size, "light yellow", "large purple triangle bottom right", "small green circle top left")
     return {
         "text_to_image": [
-            # What a new user types first: a few words, the rest left to the model (the judge checks only
-            # what is said; the expected picture is one of the many right answers).
-            _example("A few words", "caption", "caption", "a red circle", [],
-                     scene_picture(_scene(size, "white", "large red circle center")), stated=_stated(("red", "circle"))),
-            _example("Counting", "count", "count", "two blue squares and a yellow triangle", [],
-                     scene_picture(_scene(size, "white", "large blue square top left", "small blue square bottom right",
-                                          "small yellow triangle top right")),
-                     stated=_stated(("blue", "square"), ("blue", "square"), ("yellow", "triangle"))),
             _example("Two shapes", "text_to_image", "text_to_image",
                      "a large red circle in the center and a small blue square at the top left on a white "
                      "background", [],

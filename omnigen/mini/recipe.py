@@ -38,9 +38,9 @@ from ..files import atomic_folder, atomic_write_bytes
 #                        depth_extract 1.25, edges 1.75 (the rest as below)
 #   steps 46,000-56,500: text_to_image 2.5, tryon 0.5, segment 2.5, fewshot 3.5, edit 4.0, subject 1.5,
 #                        depth_extract 1.25, edges 1.75 (the rest as below)
-# From step 69,550 the model also learnt what people type and upload (tasks.natural): captions that leave
-# things out, counts, and edits of pictures from outside the grid, with the weights of the last three families
-# below; the other families kept theirs, so that what the model had learnt stayed in the mix.
+# The last three families (tasks.natural: captions that leave things out, counts, edits of uploaded pictures)
+# joined the mix after the shipped model's 69,550 steps; a 6,000-step continuation with these weights learnt
+# part of them and lost edit below its target, so it was not shipped (docs/omnigen-mini.md).
 FAMILY_WEIGHTS = {
     "text_to_image": 2.5, "edit": 5.0, "subject": 1.25, "tryon": 0.5, "pose": 1.0, "pose_extract": 0.5,
     "depth": 2.0, "depth_extract": 1.0, "edges": 1.5, "edges_extract": 0.5, "segment": 2.5, "restore": 1.0,
