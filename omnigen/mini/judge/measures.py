@@ -104,6 +104,11 @@ def shape_template(shape: str, half: int, radius: int, outline: bool = False) ->
         return template & ~cv2.erode(template.astype(np.uint8), np.ones((3, 3), np.uint8)).astype(bool)
     # Round the corners: a VAE rounds a square's corners, and a sharp square would then fit a
     # circle's template better than its own. Sharp shapes still fit their own template best.
+    return round_corners(template, half)
+
+
+def round_corners(template: np.ndarray, half: int) -> np.ndarray:
+    """A template's corners rounded as a VAE rounds them, in proportion to the shape's half extent."""
     rounding = max(int(round(TEMPLATE_ROUNDING * half / half_extent("large", GRID))), 1)
     disc = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * rounding + 1, 2 * rounding + 1))
     return cv2.morphologyEx(template.astype(np.uint8), cv2.MORPH_OPEN, disc).astype(bool)

@@ -32,7 +32,6 @@ from ..world import (
     shape_mask,
 )
 from .measures import (
-    TEMPLATE_ROUNDING,
     all_shifts,
     core_color,
     crop,
@@ -42,6 +41,7 @@ from .measures import (
     object_color_mask,
     open_mask,
     rgb_distance,
+    round_corners,
     scaled,
     shape_candidates,
     shape_template,
@@ -150,7 +150,7 @@ def judge_photo(photo: Photo, size: int, pixels: np.ndarray):
             # Each shape drawn where and as large as the object is (to the sub-pixel), corners rounded as a
             # VAE rounds them, then moved by up to the shift tolerance.
             drawn = photo_object_mask(replace(obj, shape=shape), size, scale) >= 0.5
-            template = _round_corners(crop(drawn, center, radius), half)
+            template = round_corners(crop(drawn, center, radius), half)
             moved = all_shifts(template, shift)
             union = (moved | local).sum(axis=(1, 2))
             scores[shape] = round(float(((moved & local).sum(axis=(1, 2)) / np.maximum(union, 1)).max()), 3)
@@ -166,12 +166,6 @@ def judge_photo(photo: Photo, size: int, pixels: np.ndarray):
     checks["nothing else"] = area <= EXTRA_BLOB_FRACTION * np.pi * (half_extent("small", size) + 0.5) ** 2
     details["largest unexpected blob"] = {"area": area, "at": where}
     return _summary(checks, details)
-
-
-def _round_corners(template: np.ndarray, half: int) -> np.ndarray:
-    rounding = max(int(round(TEMPLATE_ROUNDING * half / half_extent("large", GRID))), 1)
-    disc = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * rounding + 1, 2 * rounding + 1))
-    return cv2.morphologyEx(template.astype(np.uint8), cv2.MORPH_OPEN, disc).astype(bool)
 
 
 def _box(center, radius: int, size: int) -> np.ndarray:
