@@ -15,6 +15,7 @@ endpoints their typed parameters and defaults.
 
 from __future__ import annotations
 
+import functools
 import inspect
 import random
 from typing import Any
@@ -26,9 +27,13 @@ from omnigen.errors import sentence
 from omnigen.settings import GenerationSettings, parse_value, setting_fields, value_type
 
 from .compose import mask_from_image
-from .engine import (GPU_QUEUE, MAX_INPUT_IMAGES, FailedEvent, GenerationJob, StepEvent, Studio,
-                     current_studio, gpu_job_events)
+from .engine import GPU_QUEUE, MAX_INPUT_IMAGES, Studio, current_studio
+from .jobs import DoneEvent, GenerationJob
+from .i18n import translate
 from .prompt_editing import image_problems
+from .running import checked_job, follow_job, step_progress
+
+_english = functools.partial(translate, lang="en")  # the API speaks English, whatever the client's language
 
 SLOT_NAMES = tuple(f"image_{k}" for k in range(1, MAX_INPUT_IMAGES + 1))
 
@@ -77,19 +82,13 @@ def generate(prompt: str, *files_and_settings: Any):
         raise gr.Error(" ".join(problems))
     if not (prompt or "").strip():
         raise gr.Error("The prompt is empty.")
-    job = GenerationJob(prompt, [p for p in slots if p], request_settings(given), _read_mask(mask), 0, "")
-    try:
-        current_studio().check_request(job)  # refused at once, before the job queues for the model
-    except ValueError as error:
-        raise gr.Error(sentence(str(error))) from None
-    for event in gpu_job_events(job):
-        if isinstance(event, StepEvent):
-            progress((event.step, event.total), desc=f"step {event.step}/{event.total}")
-            yield gr.skip(), gr.skip()  # a point where a cancelled job can stop
-        elif isinstance(event, FailedEvent):
-            raise gr.Error(event.message)
-        else:
+    job = checked_job(GenerationJob(prompt, [p for p in slots if p], request_settings(given), _read_mask(mask)),
+                      _english)  # refused at once, before the job queues for the model
+    for event in follow_job(job, _english, progress=step_progress(progress, _english)):
+        if isinstance(event, DoneEvent):
             yield [(r.path, f"seed {r.settings['seed']}") for r in event.images], [r.settings for r in event.images]
+        else:
+            yield gr.skip(), gr.skip()  # a point where a cancelled job can stop
 
 
 # The endpoint's documented signature: prompt, image_1..5, mask, then one parameter per setting.

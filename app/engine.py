@@ -1,6 +1,7 @@
 """The studio's one door into the library: a job in, step events and saved PNGs out.
 
-A GenerationJob is a plain dataclass (prompt, image files, pipeline settings, an optional edit mask).
+A GenerationJob (app/jobs.py, with the events) is a plain dataclass (prompt, image files, pipeline settings, an
+optional edit mask).
 `job_events(job)` runs `OmniGenPipeline.__call__` in a worker thread and yields a StepEvent per
 denoising step (with a decoded preview every few steps), then a DoneEvent or a FailedEvent. Closing
 the generator (Gradio's cancels=, a client's job.cancel(), a closed tab) sets a stop flag that the
@@ -18,11 +19,9 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 from PIL import Image
 
 from omnigen.errors import user_message
@@ -35,56 +34,14 @@ from .adapters import server_adapters_allowed
 from .compose import composite_edit
 from .history import DEFAULT_LIMIT as DEFAULT_HISTORY_LIMIT
 from .history import HistoryStore
-from .jobs import LiveState, PipelineBusy, run_in_worker
+from .jobs import (DoneEvent, Event, FailedEvent, GeneratedImage, GenerationJob, LiveState, PipelineBusy, StepEvent,
+                   run_in_worker)
 
 log = logging.getLogger("omnigen.studio")
 
 GPU_QUEUE = "gpu"  # the concurrency_id every GPU event shares (generate here, train in its own tab)
 MAX_INPUT_IMAGES = 5
 DEFAULT_MAX_IMAGE_PIXELS = 40_000_000  # a 40 MP photo is already far beyond any max_input_image_size
-
-
-# ----------------------------------------------------------------------------- jobs and events
-
-
-@dataclass
-class GenerationJob:
-    """One press of Generate: what the pipeline needs, plus what the studio does around it."""
-
-    prompt: str
-    images: list[str]  # files: image k of the prompt is images[k - 1]
-    settings: GenerationSettings
-    mask: np.ndarray | None = None  # over image 1: True where the edit may change pixels
-    preview_every: int = 0  # decode a preview every N steps; 0 for none
-    preset: str = ""
-
-
-@dataclass
-class GeneratedImage:
-    path: str  # a PNG in the studio's output folder, its settings in the metadata
-    settings: dict[str, Any]
-
-
-@dataclass
-class StepEvent:
-    step: int
-    total: int
-    preview: Image.Image | None = None
-
-
-@dataclass
-class DoneEvent:
-    images: list[GeneratedImage]
-    before: str | None = None  # image 1 as the model saw it, at the output size (for a before/after view)
-
-
-@dataclass
-class FailedEvent:
-    message: str
-    cancelled: bool = False
-
-
-Event = StepEvent | DoneEvent | FailedEvent
 
 
 # ----------------------------------------------------------------------------- the studio

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 from omnigen.files import atomic_write_text
 
 if TYPE_CHECKING:
-    from .engine import DoneEvent
+    from .jobs import DoneEvent
 
 BROWSER_ID = re.compile(r"[A-Za-z0-9_-]{22,64}")
 DEFAULT_LIMIT = 200

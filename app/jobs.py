@@ -3,7 +3,8 @@ object that holds what is running (`LiveState`), so no handler keeps live state 
 
 Generation (app/engine.py) and LoRA training (app/train_tab.py) both go through `run_in_worker`; closing
 its generator (Gradio's cancel, a closed tab, a Stop press) sets the stop flag and waits for the worker,
-so the model is free again when the generator returns.
+so the model is free again when the generator returns. A generation is a `GenerationJob`; its worker emits a
+`StepEvent` per step and ends with a `DoneEvent` or a `FailedEvent`.
 """
 
 from __future__ import annotations
@@ -14,6 +15,11 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from omnigen.settings import GenerationSettings
 
 Emit = Callable[[Any], None]
 _END = object()
@@ -43,6 +49,46 @@ def run_in_worker(work: Callable[[Emit, threading.Event], Any], stop: threading.
     finally:
         stop.set()  # a no-op after a finished job; ends an abandoned one at its next step
         worker.join()
+
+
+@dataclass
+class GenerationJob:
+    """One press of Generate: what the pipeline needs, plus what the studio does around it."""
+
+    prompt: str
+    images: list[str]  # files: image k of the prompt is images[k - 1]
+    settings: GenerationSettings
+    mask: np.ndarray | None = None  # over image 1: True where the edit may change pixels
+    preview_every: int = 0  # decode a preview every N steps; 0 for none
+    preset: str = ""
+
+
+@dataclass
+class GeneratedImage:
+    path: str  # a PNG in the studio's output folder, its settings in the metadata
+    settings: dict[str, Any]
+
+
+@dataclass
+class StepEvent:
+    step: int
+    total: int
+    preview: Image.Image | None = None
+
+
+@dataclass
+class DoneEvent:
+    images: list[GeneratedImage]
+    before: str | None = None  # image 1 as the model saw it, at the output size (for a before/after view)
+
+
+@dataclass
+class FailedEvent:
+    message: str
+    cancelled: bool = False
+
+
+Event = StepEvent | DoneEvent | FailedEvent
 
 
 class PipelineBusy(ValueError):
