@@ -5,3 +5,9 @@ Modules: `world` (scenes, figures and their renderers), `tasks` (task generators
 `examples` (the pictures the studio presets use). `world`, `tasks` and `judge` are packages
 split by concern; each re-exports its public names, so `from omnigen.mini.tasks import generate` works.
 """
+
+try:  # every part of the miniature world draws with OpenCV, which the library alone does not install
+    import cv2  # noqa: F401
+except ImportError as error:
+    raise ImportError("omnigen.mini draws its miniature world with OpenCV, which the library alone does not "
+                      "install: pip install 'omnigen-studio[train]' (or opencv-python-headless)") from error

@@ -214,8 +214,3 @@ def decoder_images(rng: random.Random, n: int) -> list[Image.Image]:
     """Output images of `decoder_samples`: the decoder never draws an input image (those are only encoded)."""
     return [sample.output_image for sample in decoder_samples(rng, n)]
 
-
-if __name__ == "__main__":  # the command line the training loops moved with; this name keeps working
-    from omnigen.mini.vae_training import main
-
-    main()

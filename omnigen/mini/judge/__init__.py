@@ -4,6 +4,7 @@
   (scenes, depth maps, edge maps, skeleton maps, figures, restorations).
 - `stated`: `judge_stated` for captions that leave things out and counts (only what is said is checked,
   wherever the objects are) and `judge_photo` for edits of uploaded pictures.
+- `tolerances`: the pass/fail tolerances both use and the `Verdict` every check returns.
 - `measures`: what those checks measure in the pixels (colour masks, blobs, fitted shape templates,
   edge ridges, limb hues, shirt patterns, sharpness, residual noise).
 
@@ -21,7 +22,8 @@ from .measures import (
     sharpness,
     tolerant_f1,
 )
-from .verdicts import (
+from .stated import judge_photo, judge_stated
+from .tolerances import (
     BACKGROUND_LIMIT,
     EDGE_TOLERANCE,
     EXTRA_BLOB_FRACTION,
@@ -32,11 +34,13 @@ from .verdicts import (
     MIN_SHAPE_IOU,
     MIN_SHARPNESS_GAIN,
     SHIFT_TOLERANCE,
+    Verdict,
+)
+from .verdicts import (
     SHIRT_COLORS,
     DEPTH_PALETTE,
     SCENE_PALETTE,
     ExpectedObject,
-    Verdict,
     check_layout,
     expected_objects,
     judge,
@@ -47,4 +51,3 @@ from .verdicts import (
     judge_skeleton,
     judge_spec,
 )
-from .stated import judge_photo, judge_stated

@@ -1,6 +1,7 @@
 """Measurements of a picture that the judge's checks are built from: pixels near a colour or on a colour
 line, blobs, shape templates fitted under shifts, thinned edge ridges, limb hues, shirt patterns,
-sharpness and residual noise. They measure; the verdicts (judge.verdicts) decide what passes.
+sharpness and residual noise. They measure; the verdicts (judge.verdicts, judge.stated) decide what passes,
+by the tolerances of judge.tolerances.
 
 Generated images come through a VAE at 64x64, so every measurement tolerates slight blur and colour
 shifts; none compares exact RGB values. Lengths are for a 64x64 image and scale with the size.
@@ -16,7 +17,7 @@ from PIL import Image
 
 from ..world import GRID, LIMB_COLORS, SHAPES, SIZES, half_extent, shape_mask
 
-# How pixels are classified (the pass/fail tolerances live in judge.verdicts).
+# How pixels are classified (the pass/fail tolerances live in judge.tolerances).
 OFF_LINE_LIMIT = 60.0  # how far (RGB) a pixel may sit from the background-object colour line
 TEMPLATE_ROUNDING = 3  # corner radius (pixels, for a large object) of the shape templates
 WHITE_LEVEL = 0.4  # how far towards white a shirt pixel must be to count as pattern

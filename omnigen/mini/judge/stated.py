@@ -46,13 +46,12 @@ from .measures import (
     shape_candidates,
     shape_template,
 )
+from .tolerances import BACKGROUND_LIMIT, EXTRA_BLOB_FRACTION, MIN_SHAPE_IOU, SHIFT_TOLERANCE, summarize
 
 OBJECT_PALETTE = {**OBJECT_COLORS, **BACKGROUND_COLORS}
 
 
 def judge_stated(stated: dict, pixels: np.ndarray):
-    from .verdicts import BACKGROUND_LIMIT, EXTRA_BLOB_FRACTION, MIN_SHAPE_IOU, SHIFT_TOLERANCE, _summary
-
     size = pixels.shape[0]
     shift = scaled(SHIFT_TOLERANCE, size)
     checks: dict[str, bool] = {}
@@ -84,7 +83,7 @@ def judge_stated(stated: dict, pixels: np.ndarray):
                       if all(_fits(found[i], expected[k], size, shift) for k, i in enumerate(order))), None)
     checks["objects match"] = match is not None
     details["stated"] = expected
-    return _summary(checks, details)
+    return summarize(checks, details)
 
 
 def _describe_blob(pixels, blob, center, background, size, shift, min_iou) -> dict:
@@ -121,8 +120,6 @@ def _fits(found: dict, stated: dict, size: int, shift: int) -> bool:
 
 
 def judge_photo(photo: Photo, size: int, pixels: np.ndarray):
-    from .verdicts import BACKGROUND_LIMIT, EXTRA_BLOB_FRACTION, MIN_SHAPE_IOU, SHIFT_TOLERANCE, _summary
-
     scale = photo.scale_to(size)
     shift = scaled(SHIFT_TOLERANCE, size)
     palette = {**OBJECT_COLORS, photo.background: photo.background_rgb}
@@ -165,7 +162,7 @@ def judge_photo(photo: Photo, size: int, pixels: np.ndarray):
     area, where = largest_blob(stray)
     checks["nothing else"] = area <= EXTRA_BLOB_FRACTION * np.pi * (half_extent("small", size) + 0.5) ** 2
     details["largest unexpected blob"] = {"area": area, "at": where}
-    return _summary(checks, details)
+    return summarize(checks, details)
 
 
 def _box(center, radius: int, size: int) -> np.ndarray:

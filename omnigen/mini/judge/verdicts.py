@@ -18,7 +18,7 @@ pixels of displacement and colour shifts; none compares exact RGB values.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import cv2
 import numpy as np
@@ -36,6 +36,7 @@ from ..world import (
     OBJECT_COLORS,
     PATTERN_RGB,
     Figure,
+    Photo,
     Pose,
     Scene,
     figure_body_mask,
@@ -74,28 +75,21 @@ from .measures import (
     shirt_pattern,
     tolerant_f1,
 )
-
-# All tolerances are for a 64x64 image and scale with the size.
-SHIFT_TOLERANCE = 3  # pixels an object may sit off its region's centre
-MIN_SHAPE_IOU = 0.5  # the best-fitting template of the right shape must overlap this much
-BACKGROUND_LIMIT = 50.0  # RGB distance within which a pixel still counts as background
-EXTRA_BLOB_FRACTION = 0.35  # an unexpected blob this fraction of a small object's area fails
-EDGE_TOLERANCE = 1  # pixels an edge may sit off the true one
-MIN_EDGE_F1 = 0.6  # for the whole edge map and for each object's outline
-LIMB_TOLERANCE = 2  # pixels a limb may sit off its true segment
-MIN_LIMB_COVERAGE = 0.6  # fraction of the points along a limb that must find it
-MAX_RESIDUAL_NOISE = 8.0  # RMS (0..255) of what denoising may leave in flat areas
-MIN_SHARPNESS_GAIN = 1.4  # deblurring must raise the mean squared gradient this much over the input
-
-
-@dataclass
-class Verdict:
-    """Whether every check passed, the fraction that did, and what each check found (plain JSON)."""
-
-    passed: bool
-    score: float
-    details: dict = field(default_factory=dict)
-
+from .stated import judge_photo, judge_stated
+from .tolerances import (
+    BACKGROUND_LIMIT,
+    EDGE_TOLERANCE,
+    EXTRA_BLOB_FRACTION,
+    LIMB_TOLERANCE,
+    MAX_RESIDUAL_NOISE,
+    MIN_EDGE_F1,
+    MIN_LIMB_COVERAGE,
+    MIN_SHAPE_IOU,
+    MIN_SHARPNESS_GAIN,
+    SHIFT_TOLERANCE,
+    Verdict,
+    summarize,
+)
 
 def judge(sample, image: Image.Image) -> Verdict:
     """Check a generated image against a `tasks.Sample` (only its spec is used)."""
@@ -109,13 +103,8 @@ def judge_spec(spec: dict, image: Image.Image) -> Verdict:
     pixels = as_array(image, size)
     kind = target["kind"]
     if "stated" in spec:  # a caption that leaves things out: only what it says is checked
-        from .stated import judge_stated
-
         return judge_stated(spec["stated"], pixels)
     if kind == "photo":
-        from ..world import Photo
-        from .stated import judge_photo
-
         return judge_photo(Photo.from_dict(target["photo"]), size, pixels)
     if kind == "scene":
         verdict = judge_scene(Scene.from_dict(target["scene"]), pixels)
@@ -138,23 +127,6 @@ def _target_size(target: dict) -> int:
         if key in target:
             return target[key].get("size", GRID)
     return target.get("size", GRID)
-
-
-def _summary(checks: dict[str, bool], details: dict) -> Verdict:
-    checks = {name: bool(ok) for name, ok in checks.items()}
-    details = _plain({**details, "checks": checks})
-    return Verdict(all(checks.values()), sum(checks.values()) / max(len(checks), 1), details)
-
-
-def _plain(value):
-    """The details with numpy scalars made Python ones, so that they are JSON as they stand."""
-    if isinstance(value, dict):
-        return {key: _plain(item) for key, item in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(item) for item in value]
-    if isinstance(value, np.generic):
-        return value.item()
-    return value
 
 
 # ----------------------------------------------------------------------------------------------
@@ -227,7 +199,7 @@ def check_layout(pixels: np.ndarray, background: str, palette: dict, expected: l
     small_area = np.pi * (half_extent("small", size) + 0.5) ** 2
     checks["nothing else"] = area <= EXTRA_BLOB_FRACTION * small_area
     details["largest unexpected blob"] = {"area": area, "at": where}
-    return _summary(checks, details)
+    return summarize(checks, details)
 
 
 def _explained_area(expected: list[ExpectedObject], size: int, shift: int) -> np.ndarray:
@@ -314,7 +286,7 @@ def judge_edges(scene: Scene, pixels: np.ndarray) -> Verdict:
     area, where = largest_blob(found & ~_explained_area(expected, size, shift))
     checks["nothing else"] = area <= 2 * half_extent("small", size)
     details["largest unexpected line"] = {"length": area, "at": where}
-    return _summary(checks, details)
+    return summarize(checks, details)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -337,7 +309,7 @@ def judge_skeleton(pose: Pose, pixels: np.ndarray) -> Verdict:
     stray = open_mask((labels >= 0) & ~dilate(truth, tolerance + 1))
     area, where = largest_blob(stray)
     checks["nothing else"] = area <= 12 * (size / GRID) ** 2
-    return _summary(checks, {"limb coverage": coverage, "largest unexpected blob": {"area": area, "at": where}})
+    return summarize(checks, {"limb coverage": coverage, "largest unexpected blob": {"area": area, "at": where}})
 
 
 # ----------------------------------------------------------------------------------------------
@@ -384,7 +356,7 @@ def judge_figure(figure: Figure, pixels: np.ndarray) -> Verdict:
     area, where = largest_blob(stray)
     checks["nothing else"] = area <= 16 * (size / GRID) ** 2
     details["largest unexpected blob"] = {"area": area, "at": where}
-    return _summary(checks, details)
+    return summarize(checks, details)
 
 
 SHIRT_COLORS = {**OBJECT_COLORS, "bare (no shirt)": BODY_RGB}
@@ -433,4 +405,4 @@ def _add_restoration_check(verdict: Verdict, spec: dict, pixels: np.ndarray) -> 
         gain = sharpness(pixels) / max(sharpness(degraded), 1e-6)
         checks["sharpened"] = gain >= MIN_SHARPNESS_GAIN
         details["sharpness gain"] = round(gain, 2)
-    return _summary(checks, details)
+    return summarize(checks, details)

@@ -6,10 +6,11 @@ judge need is rendered from these small specs, with antialiasing off, so the sam
 the same pixels.
 
 - `model`: what the world holds, with no pixels: palette, layout grid, scenes, poses, garments, geometry.
+- `shapes`: the masks of the world's shapes, which both renderers draw with.
 - `render`: the pixels: masks, renderers, degradations and `render_picture` for a picture spec.
 - `photo`: pictures from outside the grid, as a user uploads them (any size, place and canvas; noise, JPEG).
 
-Both are re-exported here, so `from omnigen.mini.world import Scene, render_scene` reads as one world.
+All are re-exported here, so `from omnigen.mini.world import Scene, render_scene` reads as one world.
 """
 
 from .model import (
@@ -64,7 +65,6 @@ from .render import (
     add_noise,
     blur,
     canny_edges,
-    disc_mask,
     figure_body_mask,
     garment_mask,
     object_mask,
@@ -79,9 +79,9 @@ from .render import (
     render_scene_array,
     render_segmentation,
     render_skeleton,
-    shape_mask,
     to_grayscale,
     torso_mask,
     torso_polygon,
 )
 from .photo import Photo, PhotoObject, photo_object_mask, render_photo, render_photo_as_output
+from .shapes import disc_mask, shape_mask

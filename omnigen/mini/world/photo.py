@@ -17,6 +17,7 @@ import numpy as np
 from PIL import Image
 
 from .model import BACKGROUND_COLORS, DEFAULT_SIZE, OBJECT_COLORS, SHAPES, RGB
+from .shapes import shape_mask
 
 MIN_CANVAS, MAX_CANVAS = 64, 320
 SUPERSAMPLE = 4  # edges are drawn at this many times the canvas size and averaged down: smooth, as in a real picture
@@ -86,8 +87,6 @@ class Photo:
 
 def photo_object_mask(obj: PhotoObject, size: int, scale: float = 1.0) -> np.ndarray:
     """Fraction of each pixel of a `size` canvas the object covers (0..1), the object scaled by `scale`."""
-    from .render import shape_mask
-
     fine = size * SUPERSAMPLE
     factor = scale * SUPERSAMPLE
     center = (int(round((obj.x + 0.5) * factor - 0.5)), int(round((obj.y + 0.5) * factor - 0.5)))

@@ -24,7 +24,6 @@ from .model import (
     MARKER_RGB,
     OBJECT_COLORS,
     PATTERN_RGB,
-    SHAPES,
     SKELETON_WIDTH,
     RGB,
     Figure,
@@ -38,31 +37,11 @@ from .model import (
     region_center,
     scale_from_grid,
 )
+from .photo import Photo, render_photo, render_photo_as_output
+from .shapes import disc_mask, shape_mask
 
 # ----------------------------------------------------------------------------------------------
 # Scenes
-
-
-def shape_mask(shape: str, center: tuple[int, int], half: int, size: int) -> np.ndarray:
-    """Boolean mask of a shape whose bounding box is centre +- half (triangles point up)."""
-    canvas = np.zeros((size, size), np.uint8)
-    cx, cy = center
-    if shape == "circle":
-        return disc_mask(center, half, size)
-    elif shape == "square":
-        canvas[max(cy - half, 0) : cy + half + 1, max(cx - half, 0) : cx + half + 1] = 1
-    elif shape == "triangle":
-        points = np.array([[cx, cy - half], [cx - half, cy + half], [cx + half, cy + half]], np.int32)
-        cv2.fillPoly(canvas, [points], 1, lineType=cv2.LINE_8)
-    else:
-        raise ValueError(f"unknown shape {shape!r}; choose one of {list(SHAPES)}")
-    return canvas.astype(bool)
-
-
-def disc_mask(center: tuple[float, float], radius: float, size: int) -> np.ndarray:
-    """A filled disc; rounder than cv2.circle's, which grows one-pixel spikes at small radii."""
-    ys, xs = np.mgrid[0:size, 0:size]
-    return (xs - center[0]) ** 2 + (ys - center[1]) ** 2 <= (radius + 0.5) ** 2
 
 
 def object_mask(obj: SceneObject, size: int = DEFAULT_SIZE) -> np.ndarray:
@@ -289,8 +268,6 @@ def render_picture(picture: dict) -> Image.Image:
     if kind == "garment":
         return render_garment(Garment(**picture["garment"]), picture.get("size", DEFAULT_SIZE))
     if kind == "photo":  # as uploaded, or, with a "size", clean as the model's output of that size
-        from .photo import Photo, render_photo, render_photo_as_output
-
         photo = Photo.from_dict(picture["photo"])
         return render_photo_as_output(photo, picture["size"]) if "size" in picture else render_photo(photo)
     raise ValueError(f"unknown picture kind {kind!r}; choose one of {list(PICTURE_KINDS)}")
