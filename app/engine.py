@@ -28,7 +28,8 @@ from omnigen.errors import user_message
 from omnigen.files import atomic_write_bytes
 from omnigen.png import save_png
 from omnigen.images import load_image
-from omnigen.settings import SAMPLER_CALLS_PER_STEP, GenerationSettings, Limits
+from omnigen.sampler import plan_sampling
+from omnigen.settings import PATCH_PIXELS, GenerationSettings, Limits, image_tokens
 
 from .adapters import server_adapters_allowed
 from .compose import composite_edit
@@ -262,19 +263,19 @@ def job_failure(studio: Studio, job: GenerationJob, error: BaseException) -> Fai
 
 
 def estimate_gpu_seconds(job: GenerationJob) -> int:
-    """A ZeroGPU reservation for the job: fixed costs plus steps x branches x tokens (an estimate, generous)."""
+    """A ZeroGPU reservation for the job: fixed costs plus the branch rows its sampling plan runs x tokens (an
+    estimate, generous)."""
     s = job.settings
-    steps = s.num_inference_steps * SAMPLER_CALLS_PER_STEP[s.sampler]  # model evaluations, not steps
+    plan = plan_sampling(s, bool(job.images))
     count, max_side = s.num_images_per_prompt, s.max_input_image_size
     input_tokens = sum(_tokens_of_input(path, max_side) for path in job.images)
     if s.use_input_image_size_as_output and job.images:
         output_tokens = _tokens_of_input(job.images[s.use_input_image_size_as_output - 1], max_side)
     else:
-        output_tokens = (s.height // 16) * (s.width // 16)
-    branches = 3 if job.images else 2
-    per_step = 0.25 * branches * count * (output_tokens + (0 if s.use_kv_cache else input_tokens)) / 4096
-    first_step = 0.25 * branches * input_tokens / 4096
-    return int(min(300, max(20, 15 + steps * per_step + first_step)))
+        output_tokens = image_tokens(s.height, s.width)
+    per_row = 0.25 * count * (output_tokens + (0 if s.use_kv_cache else input_tokens)) / 4096
+    first_step = 0.25 * plan.branches * input_tokens / 4096
+    return int(min(300, max(20, 15 + plan.branch_rows_per_image() * per_row + first_step)))
 
 
 def _tokens_of_input(path: str, max_side: int) -> int:
@@ -282,9 +283,9 @@ def _tokens_of_input(path: str, max_side: int) -> int:
         with Image.open(path) as picture:  # the header only
             width, height = picture.size
     except Exception:
-        return (max_side // 16) ** 2
+        return image_tokens(max_side, max_side)
     scale = min(1.0, max_side / max(width, height))
-    return max(1, int(width * scale) // 16) * max(1, int(height * scale) // 16)
+    return max(1, int(width * scale) // PATCH_PIXELS) * max(1, int(height * scale) // PATCH_PIXELS)
 
 
 try:  # Hugging Face ZeroGPU: reserve a GPU for the length of the job, estimated from it

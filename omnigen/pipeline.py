@@ -8,7 +8,6 @@
 from __future__ import annotations
 
 import os
-import random
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
@@ -19,8 +18,8 @@ from tqdm.auto import tqdm
 from . import vae as vae_io
 from .model import OmniGen
 from .processor import OmniGenProcessor, PromptBranches, collate
-from .sampler import ConditionBatch, StepCallback, denoise, get_schedule
-from .settings import GenerationSettings, model_defaults
+from .sampler import ConditionBatch, SamplingPlan, StepCallback, denoise, plan_sampling
+from .settings import LATENT_PIXELS, GenerationSettings, image_tokens, model_defaults, random_seed
 from .weights import (ModelFolderError, has_config, infer_config, is_weights_file, load_config, load_transformer,
                       open_checkpoint, resolve_model_dir)
 
@@ -186,7 +185,8 @@ class OmniGenPipeline:
     @property
     def max_image_side(self) -> int:
         """The largest image side the model can draw or read: its position table times 16 pixels per patch."""
-        return self.transformer.config.pos_embed_max_size * self.transformer.config.patch_size * 8
+        config = self.transformer.config
+        return config.pos_embed_max_size * config.patch_size * LATENT_PIXELS
 
     def settings(self, settings: GenerationSettings | None = None, **changes: Any) -> GenerationSettings:
         """`settings` (the model's defaults when None) with `changes`, checked against this model."""
@@ -212,10 +212,9 @@ class OmniGenPipeline:
         s = self.settings(settings, **changes)
         if output_type not in OUTPUT_TYPES:
             raise ValueError(f"output_type must be one of {', '.join(OUTPUT_TYPES)}, got {output_type!r}")
+        # Every branch a prompt may need; its sampling plan decides which ones run.
         requests = self.processor(prompt, input_images, height=s.height, width=s.width,
-                                  negative_prompt=s.negative_prompt,
-                                  use_img_guidance=s.use_img_guidance and (s.img_guidance_scale != 1.0
-                                                                           or s.guidance_scale != 1.0),
+                                  negative_prompt=s.negative_prompt, use_img_guidance=True,
                                   use_input_image_size_as_output=s.use_input_image_size_as_output or False,
                                   max_input_image_size=s.max_input_image_size)
         jobs = [(i, r) for i, r in enumerate(requests) for _ in range(s.num_images_per_prompt)]
@@ -227,8 +226,10 @@ class OmniGenPipeline:
         try:
             for group in group_jobs(jobs):
                 noise = None if latents is None else latents[group]
-                out = self.generate_group([jobs[j][1] for j in group], [seeds[j] for j in group], noise, s,
-                                          callback, bar, generator)
+                first = jobs[group[0]][1]
+                plan = plan_sampling(s, bool(first.cond.images), offload_kv_cache=self.device.type == "cuda")
+                out = self.generate_group([jobs[j][1] for j in group], [seeds[j] for j in group], noise, s.cfg_mode,
+                                          plan, callback, bar, generator)
                 for j, image in zip(group, self.postprocess(out, output_type)):
                     results[j] = image
         finally:
@@ -245,28 +246,21 @@ class OmniGenPipeline:
                     or False, model=self.model_id, device=str(self.device),
                     dtype=str(self.dtype).replace("torch.", ""), loras=dict(self.loras), offload=self.offload)
 
-    def generate_group(self, requests: list[PromptBranches], seeds: list[int | None], noise,
-                       s: GenerationSettings, callback, bar, generator: torch.Generator | None = None,
-                       ) -> torch.Tensor:
-        """Sample images that share an output size and a guidance layout."""
+    def generate_group(self, requests: list[PromptBranches], seeds: list[int | None], noise, cfg_mode: str,
+                       plan: SamplingPlan, callback, bar, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Sample images that share an output size and whether they have input images, by one plan."""
         first = requests[0]
-        branches = guidance_branches(first, s.guidance_scale, s.img_guidance_scale)
         if noise is None:
-            noise = initial_noise(len(requests), self.transformer.config.in_channels, first.height // 8,
-                                  first.width // 8, seeds, generator)
+            noise = initial_noise(len(requests), self.transformer.config.in_channels,
+                                  first.height // LATENT_PIXELS, first.width // LATENT_PIXELS, seeds, generator)
         self.place_for("vae")
-        rows = branch_rows(requests, branches)
+        rows = branch_rows(requests, plan.branches)
         n = len(requests)
-        layout = [rows] if s.cfg_mode == "batched" else [rows[k * n:(k + 1) * n] for k in range(branches)]
-        tokens = (first.height // 16) * (first.width // 16)
-        batches = [self.condition_batch(part, tokens) for part in layout]
+        layout = [rows] if cfg_mode == "batched" else [rows[k * n:(k + 1) * n] for k in range(plan.branches)]
+        batches = [self.condition_batch(part, image_tokens(first.height, first.width)) for part in layout]
         self.place_for("transformer")
         with torch.inference_mode():
-            return denoise(self.transformer, noise.to(self.device), batches,
-                           get_schedule(s.num_inference_steps, s.time_shift, s.schedule), branches, s.guidance_scale,
-                           s.img_guidance_scale, s.use_kv_cache, s.offload_kv_cache and self.device.type == "cuda",
-                           callback, bar, sampler=s.sampler, guidance_interval=(s.guidance_start, s.guidance_end),
-                           cache_threshold=s.cache_threshold)
+            return denoise(self.transformer, noise.to(self.device), batches, plan, callback, bar)
 
     @torch.inference_mode()
     def condition_batch(self, prompts, num_output_tokens: int) -> ConditionBatch:
@@ -312,13 +306,6 @@ class OmniGenPipeline:
             torch.cuda.empty_cache()
 
 
-def guidance_branches(request: PromptBranches, guidance_scale: float, img_guidance_scale: float) -> int:
-    """1 (no guidance needed), 2 (text guidance) or 3 (text and image guidance)."""
-    if request.img_cond is not None:
-        return 1 if guidance_scale == 1.0 and img_guidance_scale == 1.0 else 3
-    return 1 if guidance_scale == 1.0 else 2
-
-
 def branch_rows(requests: list[PromptBranches], branches: int) -> list:
     """[cond x n][uncond x n][image-only x n], as combine_guidance expects."""
     rows = [r.cond for r in requests]
@@ -330,17 +317,17 @@ def branch_rows(requests: list[PromptBranches], branches: int) -> list:
 
 
 def group_jobs(jobs: list[tuple[int, PromptBranches]]) -> list[list[int]]:
-    """Indices of images that can share a batch: same output size and same guidance layout."""
+    """Indices of images that can share a batch: same output size, and input images or none (the same plan)."""
     groups: dict[tuple, list[int]] = {}
     for j, (_, r) in enumerate(jobs):
-        groups.setdefault((r.height, r.width, r.img_cond is not None), []).append(j)
+        groups.setdefault((r.height, r.width, bool(r.cond.images)), []).append(j)
     return list(groups.values())
 
 
 def image_seeds(seed, count: int) -> list[int | None]:
     """One seed per image: seed, seed+1, ...; a fresh random seed when none is given."""
     if seed is None:
-        seed = random.SystemRandom().randrange(2**31)
+        seed = random_seed()
     if not isinstance(seed, int) or seed < 0:
         raise ValueError(f"seed must be a non-negative whole number or a torch.Generator, got {seed!r}")
     return [seed + i for i in range(count)]

@@ -1,8 +1,10 @@
-"""Rectified-flow sampling: schedule, guidance, the solver loop, the condition KV cache and the step cache.
+"""Rectified-flow sampling: the plan of a request, schedule, guidance, the solver loop, the condition KV cache
+and the step cache.
 
 Time runs from 0 (noise) to 1 (data); the model predicts v = x1 - x0 and an Euler step is x += (t_next - t) * v
 (the solvers are in solvers.py). A batch of branches is laid out [cond x n][uncond x n][image-only x n] for
 n images; where guidance is off (outside [guidance_start, guidance_end]) only the first n rows, the cond ones, run.
+Everything that decides how a request is sampled is decided once, in `plan_sampling`, and read from its plan.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from typing import Callable
 import torch
 
 from .layers import KVCache
+from .settings import SAMPLER_CALLS_PER_STEP, GenerationSettings
 from .solvers import Field, get_sampler, spaced_times
 
 
@@ -36,6 +39,55 @@ def get_schedule(num_steps: int, shift: float = 1.0, spacing: str = "uniform") -
         raise ValueError(f"num_inference_steps must be at least 1, got {num_steps}")
     t = spaced_times(num_steps, spacing)
     return (t / (t + shift - shift * t)).tolist()
+
+
+@dataclass(frozen=True)
+class SamplingPlan:
+    """How one request is sampled, decided once from its settings: the guidance branches, the solver and its
+    times, where guidance runs, and what is cached. `denoise` runs it; the studio's GPU estimate counts it."""
+
+    branches: int  # 1: cond alone; 2: cond, uncond; 3: cond, uncond, image-only
+    sampler: str  # a solvers.SAMPLERS name
+    timesteps: tuple[float, ...]  # num_steps + 1 times from 0 to 1
+    guidance_scale: float
+    img_guidance_scale: float
+    guidance_interval: tuple[float, float] = (0.0, 1.0)  # guidance runs on steps whose start t lies in it
+    use_kv_cache: bool = True
+    offload_kv_cache: bool = False  # keep the condition's cache in CPU memory
+    cache_threshold: float = 0.0  # the step cache (reuse_velocity); 0: off
+
+    @property
+    def num_steps(self) -> int:
+        return len(self.timesteps) - 1
+
+    def guided(self, t: float) -> bool:
+        """Whether the step starting at t runs every guidance branch (else the cond branch alone)."""
+        return self.branches > 1 and self.guidance_interval[0] <= t <= self.guidance_interval[1]
+
+    def branch_rows_per_image(self) -> int:
+        """Branch rows the model runs for one image over the whole run, at most (the step cache may skip some):
+        model calls per step times the branches each step runs."""
+        calls = SAMPLER_CALLS_PER_STEP[self.sampler]
+        return sum(calls * (self.branches if self.guided(t) else 1) for t in self.timesteps[:-1])
+
+
+def guidance_branches(settings: GenerationSettings, has_input_images: bool) -> int:
+    """1 (no guidance needed), 2 (text guidance) or 3 (text and image guidance, with input images)."""
+    if has_input_images and settings.use_img_guidance and (settings.guidance_scale != 1.0
+                                                          or settings.img_guidance_scale != 1.0):
+        return 3
+    return 1 if settings.guidance_scale == 1.0 else 2
+
+
+def plan_sampling(settings: GenerationSettings, has_input_images: bool, offload_kv_cache: bool = False,
+                  ) -> SamplingPlan:
+    """The plan of one request from its settings; `offload_kv_cache`: where the device allows it (CUDA)."""
+    return SamplingPlan(
+        branches=guidance_branches(settings, has_input_images), sampler=settings.sampler,
+        timesteps=tuple(get_schedule(settings.num_inference_steps, settings.time_shift, settings.schedule)),
+        guidance_scale=settings.guidance_scale, img_guidance_scale=settings.img_guidance_scale,
+        guidance_interval=(settings.guidance_start, settings.guidance_end), use_kv_cache=settings.use_kv_cache,
+        offload_kv_cache=offload_kv_cache and settings.offload_kv_cache, cache_threshold=settings.cache_threshold)
 
 
 def combine_guidance(v: torch.Tensor, branches: int, guidance_scale: float, img_guidance_scale: float,
@@ -176,42 +228,40 @@ def reuse_velocity(field: Callable[[torch.Tensor, float, bool], torch.Tensor], t
     return cached_field
 
 
-def denoise(model, latents: torch.Tensor, batches: list[ConditionBatch], timesteps: list[float], branches: int,
-            guidance_scale: float, img_guidance_scale: float, use_kv_cache: bool = True,
-            offload_cache: bool = False, callback: StepCallback | None = None, progress=None, *,
-            sampler: str = "euler", guidance_interval: tuple[float, float] = (0.0, 1.0),
-            cache_threshold: float = 0.0, stats: dict | None = None) -> torch.Tensor:
-    """Integrate the guided velocity from timesteps[0] to timesteps[-1] with `sampler` (see solvers.SAMPLERS).
+def denoise(model, latents: torch.Tensor, batches: list[ConditionBatch], plan: SamplingPlan,
+            callback: StepCallback | None = None, progress=None, stats: dict | None = None) -> torch.Tensor:
+    """Integrate the guided velocity along `plan.timesteps` with `plan.sampler` (see solvers.SAMPLERS).
 
-    Guidance runs on steps whose start t lies in `guidance_interval`; elsewhere only the cond rows run.
-    `cache_threshold` > 0 lets the step cache (reuse_velocity) skip model calls. `stats`, when given, counts
-    model calls ("evaluations", "rows": branch rows run) and skipped ones ("skipped")."""
-    step_with = get_sampler(sampler)
+    Guidance runs on the steps `plan.guided` names; elsewhere only the cond rows run. A cache threshold above 0
+    lets the step cache (reuse_velocity) skip model calls. `stats`, when given, counts model calls
+    ("evaluations", "rows": branch rows run) and skipped ones ("skipped")."""
+    step_with = get_sampler(plan.sampler)
     caches: list[ConditionCache | None] = [None] * len(batches)
     stats = {} if stats is None else stats
 
     def guided_velocity(x: torch.Tensor, t: float, guided: bool) -> torch.Tensor:
-        rows = branches if guided else 1
-        v = velocity(model, x.repeat(rows, 1, 1, 1).to(model.dtype), t, batches, caches, use_kv_cache,
-                     offload_cache).float()
+        rows = plan.branches if guided else 1
+        v = velocity(model, x.repeat(rows, 1, 1, 1).to(model.dtype), t, batches, caches, plan.use_kv_cache,
+                     plan.offload_kv_cache).float()
         stats["evaluations"] = stats.get("evaluations", 0) + 1
         stats["rows"] = stats.get("rows", 0) + v.shape[0]
-        return combine_guidance(v, rows, guidance_scale, img_guidance_scale)
+        return combine_guidance(v, rows, plan.guidance_scale, plan.img_guidance_scale)
 
-    field = reuse_velocity(guided_velocity, cache_threshold, timesteps[-2], stats) if cache_threshold > 0 else (
-        guided_velocity)
+    timesteps = plan.timesteps
+    field = guided_velocity if plan.cache_threshold <= 0 else reuse_velocity(
+        guided_velocity, plan.cache_threshold, timesteps[-2], stats)
     memory: dict = {}
-    total = len(timesteps) - 1
     for step, (t, t_next) in enumerate(zip(timesteps[:-1], timesteps[1:])):
-        guided = branches > 1 and guidance_interval[0] <= t <= guidance_interval[1]
+        guided = plan.guided(t)
         step_field: Field = lambda x, time: field(x, time, guided)  # noqa: E731
         latents, v = step_with(step_field, latents, t, t_next, memory)
         if not torch.isfinite(latents).all():
             raise NonFiniteLatents(
-                f"the latents stopped being finite at step {step + 1}/{total}: the model's numbers overflowed. "
-                "Use dtype='float32' or 'bfloat16' instead of 'float16', or lower guidance_scale.")
+                f"the latents stopped being finite at step {step + 1}/{plan.num_steps}: the model's numbers "
+                "overflowed. Use dtype='float32' or 'bfloat16' instead of 'float16', or lower guidance_scale.")
         if progress is not None:
             progress.update(1)
-        if callback is not None and callback(step + 1, total, latents, latents + (1.0 - t_next) * v) is False:
-            raise GenerationCancelled(f"generation cancelled after step {step + 1} of {total}")
+        if callback is not None and callback(step + 1, plan.num_steps, latents,
+                                             latents + (1.0 - t_next) * v) is False:
+            raise GenerationCancelled(f"generation cancelled after step {step + 1} of {plan.num_steps}")
     return latents

@@ -15,11 +15,14 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import random
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-PATCH_PIXELS = 16  # one token slot per 16x16 pixels: VAE factor 8 times patch size 2
+LATENT_PIXELS = 8  # pixels per side of one latent cell: the VAE downsamples by 8
+PATCH_LATENTS = 2  # latent cells per side of one token's patch (the model's patch_size)
+PATCH_PIXELS = LATENT_PIXELS * PATCH_LATENTS  # one token slot per 16x16 pixels
 GENERATION_CONFIG = "generation_config.json"  # a model folder's own defaults (transformers' file name)
 
 # The official OmniGen-v1 pipeline's negative prompt (OmniGen/pipeline.py), used where a folder states none.
@@ -155,6 +158,16 @@ class GenerationSettings:
         """The settings in a PNG's record (see `record`) or any dict; names it does not know are ignored."""
         known = {name: record[name] for name in setting_names() if name in record}
         return (base or cls()).replace(**known)
+
+
+def image_tokens(height: int, width: int) -> int:
+    """The token slots an image of height x width pixels takes in the sequence (one per 16x16 pixels)."""
+    return (height // PATCH_PIXELS) * (width // PATCH_PIXELS)
+
+
+def random_seed() -> int:
+    """A fresh seed for a request that names none (the one place one is drawn; it is recorded with the image)."""
+    return random.SystemRandom().randrange(2**31)
 
 
 def setting_names() -> tuple[str, ...]:

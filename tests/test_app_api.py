@@ -193,7 +193,7 @@ def test_the_step_callback_gets_the_estimate_of_the_final_image():
     if the velocity stayed as it is. With a constant velocity field that is the exact final latent."""
     import torch
 
-    from omnigen.sampler import denoise, get_schedule
+    from omnigen.sampler import SamplingPlan, denoise, get_schedule
 
     start, field = torch.randn(1, 4, 8, 8), torch.randn(1, 4, 8, 8)
 
@@ -205,7 +205,8 @@ def test_the_step_callback_gets_the_estimate_of_the_final_image():
 
     batch = type("Batch", (), {"rows": 1, "model_kwargs": lambda self: {}})()
     estimates = {}
-    end = denoise(ConstantVelocity(), start, [batch], get_schedule(8, shift=3.0), 1, 2.5, 1.6, use_kv_cache=False,
+    plan = SamplingPlan(1, "euler", tuple(get_schedule(8, shift=3.0)), 2.5, 1.6, use_kv_cache=False)
+    end = denoise(ConstantVelocity(), start, [batch], plan,
                   callback=lambda step, total, latents, estimate: estimates.setdefault(step, estimate))
     assert sorted(estimates) == list(range(1, 9)) and torch.allclose(end, start + field, atol=1e-5)
     for estimate in estimates.values():

@@ -10,7 +10,7 @@ from PIL import Image
 
 from omnigen.cli import add_settings_arguments
 from omnigen.png import read_settings, save_png
-from omnigen.sampler import GenerationCancelled, denoise, get_schedule
+from omnigen.sampler import GenerationCancelled, SamplingPlan, denoise, get_schedule, plan_sampling
 from omnigen.settings import SAMPLER_CHOICES, SAMPLER_MIN_STEPS, GenerationSettings, setting_field
 from omnigen.solvers import SAMPLERS, SPACINGS, get_sampler
 
@@ -101,14 +101,18 @@ class CountingVelocity(torch.nn.Module):
 BATCH = type("Batch", (), {"rows": 1, "model_kwargs": lambda self: {}})()
 
 
+def one_branch(steps: int, sampler: str = "euler", **changes) -> SamplingPlan:
+    """The plan of an unguided run over uniform times, without the KV cache (the fake model has none)."""
+    return SamplingPlan(1, sampler, tuple(get_schedule(steps)), 2.5, 1.6, use_kv_cache=False, **changes)
+
+
 @pytest.mark.parametrize("sampler", SAMPLER_CHOICES)
 def test_the_step_cache_forces_the_first_two_calls_and_the_last_step(sampler):
     """A constant field changes by nothing, so every call that may be skipped is: what remains are the calls
     the cache must make, and the result is still exact."""
     model, start = CountingVelocity(), torch.zeros(1, 4, 8, 8)
     stats: dict = {}
-    end = denoise(model, start, [BATCH], get_schedule(10), 1, 2.5, 1.6, use_kv_cache=False, sampler=sampler,
-                  cache_threshold=0.01, stats=stats)
+    end = denoise(model, start, [BATCH], one_branch(10, sampler, cache_threshold=0.01), stats=stats)
     assert torch.allclose(end, model.v, atol=1e-5)
     per_step = 2 if sampler in ("heun", "midpoint") else 1
     assert stats["evaluations"] == model.calls and stats["skipped"] + model.calls == 10 * per_step
@@ -126,8 +130,7 @@ def test_each_callback_gets_the_estimate_and_cancels_within_one_step(sampler):
         return step < 2
 
     with pytest.raises(GenerationCancelled):
-        denoise(model, start, [BATCH], get_schedule(10), 1, 2.5, 1.6, use_kv_cache=False, sampler=sampler,
-                callback=stop_after_two)
+        denoise(model, start, [BATCH], one_branch(10, sampler), callback=stop_after_two)
     assert seen == [1, 2] and model.calls == 2 * (2 if sampler in ("heun", "midpoint") else 1)
 
 
@@ -243,11 +246,33 @@ def test_the_sampling_settings_round_trip_through_the_png_record_and_are_cli_fla
     assert (args.sampler, args.schedule, args.guidance_end, args.cache_threshold) == ("heun", "cosine", 0.6, 0.1)
 
 
-@pytest.mark.parametrize("sampler", SAMPLER_CHOICES)
-def test_the_calls_per_step_the_studio_budgets_are_the_calls_each_sampler_makes(sampler):
-    from omnigen.settings import SAMPLER_CALLS_PER_STEP
+class TwoBranchBatch:
+    """Two branch rows (cond, uncond) of one image; the fake model ignores what they say."""
 
+    rows = 2
+
+    def model_kwargs(self) -> dict:
+        return {}
+
+    def head(self, rows: int) -> "TwoBranchBatch":
+        return self
+
+
+@pytest.mark.parametrize("sampler", SAMPLER_CHOICES)
+def test_the_rows_a_plan_budgets_are_the_rows_each_sampler_runs(sampler):
+    """The studio's GPU estimate counts plan.branch_rows_per_image(): the rows the loop really runs, with guidance
+    on part of the way only."""
+    settings = GenerationSettings(sampler=sampler, num_inference_steps=6, guidance_start=0.3, use_kv_cache=False)
+    plan = plan_sampling(settings, has_input_images=False)
     model = CountingVelocity()
-    denoise(model, torch.zeros(1, 4, 8, 8), [BATCH], get_schedule(6), 1, 2.5, 1.6, use_kv_cache=False,
-            sampler=sampler)
-    assert model.calls == 6 * SAMPLER_CALLS_PER_STEP[sampler]
+    denoise(model, torch.zeros(1, 4, 8, 8), [TwoBranchBatch()], plan)
+    assert plan.branches == 2 and model.rows == plan.branch_rows_per_image()
+    assert 6 < plan.branch_rows_per_image() < 2 * 6 * (2 if sampler in ("heun", "midpoint") else 1)
+
+
+@pytest.mark.parametrize("changes,images,branches", [
+    ({}, False, 2), ({}, True, 3), ({"guidance_scale": 1.0}, False, 1), ({"guidance_scale": 1.0}, True, 3),
+    ({"guidance_scale": 1.0, "img_guidance_scale": 1.0}, True, 1), ({"use_img_guidance": False}, True, 2)])
+def test_the_plan_decides_the_guidance_branches_once(changes, images, branches):
+    plan = plan_sampling(GenerationSettings(**changes), has_input_images=images)
+    assert plan.branches == branches and plan.guided(0.5) == (branches > 1)
