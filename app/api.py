@@ -17,14 +17,13 @@ from __future__ import annotations
 
 import functools
 import inspect
-import random
 from typing import Any
 
 import gradio as gr
 from PIL import Image
 
 from omnigen.errors import sentence
-from omnigen.settings import GenerationSettings, parse_value, setting_fields, value_type
+from omnigen.settings import GenerationSettings, parse_value, random_seed, setting_fields, value_type
 
 from .compose import mask_from_image
 from .engine import GPU_QUEUE, MAX_INPUT_IMAGES, Studio, current_studio
@@ -108,7 +107,7 @@ def request_settings(given: dict[str, Any]) -> GenerationSettings:
     try:
         for name, value in given.items():
             if name == "seed" and (value is None or float(value) < 0):
-                value = random.SystemRandom().randrange(2**31)
+                value = random_seed()
             if value is not None:
                 values[name] = parse_value(name, value)
         return current_studio().pipe.settings(current_studio().defaults(), **values)

@@ -10,7 +10,6 @@ snippet on the right; and the Generate and Cancel events that join them.
 from __future__ import annotations
 
 import functools
-import random
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -19,7 +18,8 @@ import gradio as gr
 
 from omnigen.errors import sentence
 from omnigen.presets import PRESETS
-from omnigen.settings import GenerationSettings, parse_value, setting_field, setting_names, value_type
+from omnigen.settings import (GenerationSettings, parse_value, random_seed, setting_field, setting_names,
+                              value_type)
 
 from . import history as hist
 from .adapters_ui import adapter_view, build_adapters_panel, view_outputs, wire_adapters
@@ -226,7 +226,7 @@ def change_offload(studio: Studio, mode: str) -> str:
 
 def settings_from_page(studio: Studio, values: dict[str, Any]) -> GenerationSettings:
     """The generation settings the page's widgets say, checked against the model."""
-    seed = random.SystemRandom().randrange(2**31) if values["randomize_seed"] else values["seed"] or 0
+    seed = random_seed() if values["randomize_seed"] else values["seed"] or 0
     try:
         given = {name: parse_value(name, values[name]) for name in SETTING_FIELDS}
         given.update(seed=parse_value("seed", seed),
