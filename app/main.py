@@ -71,7 +71,8 @@ def add_limit_arguments(p: argparse.ArgumentParser) -> None:
     from omnigen.settings import Limits
 
     group = p.add_argument_group("what one request may ask (defaults: none but the model's own, prompts of at "
-                                 "most 20,000 characters; on a Hugging Face Space: Limits.for_space())")
+                                 "most 20,000 characters, grids of at most 100 cells; on a Hugging Face Space: "
+                                 "Limits.for_space())")
     for spec in fields(Limits):
         group.add_argument("--" + spec.name.replace("_", "-"), type=int, default=None, metavar="N",
                            help=spec.metadata["help"] + " (0: no limit)")

@@ -117,10 +117,128 @@ def check_output_path(target: Path) -> None:
         raise ValueError(f"--out: {str(target)!r} is a folder; give a file name such as {str(target / 'out.png')!r}")
 
 
+def add_model_arguments(p: argparse.ArgumentParser) -> None:
+    """Which model a grid or a batch loads, where, and with which adapters."""
+    p.add_argument("--model", default=None, help="model folder or Hugging Face repo id (default: the embedded model)")
+    p.add_argument("--device", default=None, help="cuda, cuda:1, mps, cpu (default: the best available)")
+    p.add_argument("--dtype", default=None, choices=["auto", "float32", "bfloat16", "float16"],
+                   help="default: bfloat16 on CUDA, float32 elsewhere")
+    p.add_argument("--lora", action="append", default=[], help="adapter folder, optionally PATH:SCALE (repeat the "
+                   "flag); a grid's lora:NAME axis varies the strength of the adapter named NAME (its folder's name)")
+
+
+def add_grid_parser(subparsers) -> None:
+    from .grid import axis_names
+
+    p = subparsers.add_parser("grid", help="a comparison grid: one picture per value (or pair of values) of one or "
+                              "two axes, and one labelled image of them all")
+    p.add_argument("--prompt", required=True, help="text with <img><|image_k|></img> where image k goes")
+    p.add_argument("--image", action="append", default=[], help="input image k, in order (repeat the flag)")
+    axes = ", ".join(axis_names())
+    p.add_argument("--x", required=True, metavar="AXIS=VALUES", help=f"the axis across: {axes}, image_K or "
+                   "lora:NAME, then '=' and its values: a list (1,2,3; prompts and files separated by '|') or, for "
+                   "numbers, a range START..END:COUNT")
+    p.add_argument("--y", default=None, metavar="AXIS=VALUES", help="the axis down (optional), written as --x")
+    p.add_argument("--out", default="grid.png", help="the grid image; each cell's PNG goes to OUT-cells/")
+    p.add_argument("--max-cells", type=int, default=None, help="refuse a grid of more cells (default: "
+                   "omnigen.settings.Limits' max_grid_cells)")
+    add_model_arguments(p)
+    add_settings_arguments(p)
+    p.set_defaults(func=run_grid_command)
+
+
+def axis_argument(flag: str, text: str | None):
+    from .grid import parse_axis
+
+    if text is None:
+        return None
+    name, sep, values = text.partition("=")
+    if not sep:
+        raise ValueError(f"{flag} {text!r}: write AXIS=VALUES, e.g. {flag} seed=0,1,2")
+    return parse_axis(name, values)
+
+
+def run_grid_command(args) -> int:
+    from .grid import grid_description, run_grid, save_grid, with_paths
+    from .pipeline import OmniGenPipeline
+
+    x, y = axis_argument("--x", args.x), axis_argument("--y", args.y)  # refused before the model loads
+    target = Path(args.out)
+    check_output_path(target)
+    pipe = OmniGenPipeline.from_pretrained(args.model, device=args.device, dtype=args.dtype)
+    for spec in args.lora:
+        path, scale = lora_spec(spec)
+        pipe.load_lora(path, scale=scale)
+    settings = pipe.settings(settings_from_args(args, pipe.default_settings))
+    report = lambda cell: print(f"{cell.caption}: {cell.error or 'done'}", file=sys.stderr)  # noqa: E731
+    grid = run_grid(pipe, args.prompt, args.image, settings, x=x, y=y, max_cells=args.max_cells, on_cell=report)
+    with_paths(grid.cells, target.with_name(f"{target.stem}-cells"))
+    save_grid(grid.image, target, grid_description(grid.cells, x, y))
+    print(target)
+    return 1 if any(cell.error for cell in grid.cells) else 0
+
+
+def add_batch_parser(subparsers) -> None:
+    p = subparsers.add_parser("batch", help="many jobs from a JSONL file (or one instruction over a folder of "
+                              "pictures) into one folder; resumable; `accelerate launch -m omnigen batch` shares the "
+                              "jobs out over processes")
+    p.add_argument("source", help="a JSONL file, one job a line ({\"prompt\": ..., \"images\": [...], any "
+                   "setting}), or a folder of pictures (with --instruction)")
+    p.add_argument("--out", required=True, help="the output folder: NAME.png per job, results.jsonl, log/")
+    p.add_argument("--instruction", default=None, help="with a folder: what to do to every picture, e.g. 'make the "
+                   "background white'")
+    add_model_arguments(p)
+    add_settings_arguments(p)
+    p.set_defaults(func=run_batch_command)
+
+
+def run_batch_command(args) -> int:
+    from tqdm.auto import tqdm
+
+    from . import batch
+    from .pipeline import OmniGenPipeline
+
+    source = Path(args.source)
+    if args.instruction and not source.is_dir():
+        raise ValueError("--instruction goes with a folder of pictures; a jobs file gives each job its prompt")
+    jobs = (batch.folder_jobs(source, args.instruction) if source.is_dir()
+            else batch.read_jobs(source))  # every job checked before the model loads
+    out = Path(args.out)
+    check_output_path(out / batch.RESULTS)
+    group = batch.process_group()
+    pipe = OmniGenPipeline.from_pretrained(args.model, device=group.device or args.device, dtype=args.dtype)
+    for spec in args.lora:
+        path, scale = lora_spec(spec)
+        pipe.load_lora(path, scale=scale)
+    base = pipe.settings(settings_from_args(args, pipe.default_settings))
+    files = [batch.output_path(out, job) for job in jobs]
+    bar = tqdm(total=len(jobs), initial=sum(f.is_file() for f in files), unit="job", disable=group.rank != 0)
+
+    failed = []
+
+    def follow(job, error) -> None:
+        if error:
+            failed.append(job)
+            tqdm.write(f"{job.source}: {error}", file=sys.stderr)
+        bar.n = sum(f.is_file() for f in files)  # every process's pictures: one bar for the whole batch
+        bar.refresh()
+
+    batch.run_batch(pipe, jobs, out, base, group.rank, group.world, on_job=follow)
+    group.wait()
+    bar.n = sum(f.is_file() for f in files)
+    bar.close()
+    if group.rank == 0:
+        results = batch.write_results(out, jobs, base)
+        print(f"{results}: {batch.count_done(out, jobs, base)} of {len(jobs)} done")
+    return 1 if failed else 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="omnigen", description="OmniGen from the command line")
     subparsers = parser.add_subparsers(dest="command", required=True)
     add_generate_parser(subparsers)
+    add_grid_parser(subparsers)
+    add_batch_parser(subparsers)
     try:
         from .training.cli import add_train_parser
     except ImportError:

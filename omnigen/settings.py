@@ -308,12 +308,14 @@ class Limits:
     max_input_images: int | None = field(default=None, metadata=dict(help="most input images in one request"))
     max_steps: int | None = field(default=None, metadata=dict(help="most denoising steps"))
     max_images: int | None = field(default=None, metadata=dict(help="most images one request makes"))
+    max_grid_cells: int | None = field(default=100, metadata=dict(help="most cells of one comparison grid"))
+    max_batch_jobs: int | None = field(default=None, metadata=dict(help="most jobs of one batch in the studio"))
 
     @classmethod
     def for_space(cls) -> "Limits":
         """A shared host's defaults: a free CPU Space draws the embedded model in seconds within these."""
         return cls(max_image_side=1024, max_input_image_size=1024, max_prompt_chars=2_000, max_input_images=5,
-                   max_steps=100, max_images=4)
+                   max_steps=100, max_images=4, max_grid_cells=16, max_batch_jobs=20)
 
     def check(self, prompt: str, settings: GenerationSettings, num_input_images: int = 0) -> None:
         """Refuse a request over any limit, naming the limit, before anything is allocated."""
