@@ -181,6 +181,50 @@ UI: dict[str, str] = {
     "error_train_remove": "请先点击某一行的缩略图，再点“删除”。",
     "info_train_added": "已从上传内容中添加 {count} 行。",
     "train_dataset_problems": "数据集问题",
+    # the Grid tab
+    "tab_grid": "对比网格",
+    "grid_intro": "用“生成”页的提示词、图片和设置生成对比网格：横轴每个取值一张图，若选了纵轴，纵轴每个取值也各一张。"
+                  "取值：列表（0, 1, 2；提示词和文件名用 | 分隔），数字也可写范围 起点..终点:个数（1.5..3.5:3）。"
+                  "每个单元格都是普通结果，保存在历史记录中。",
+    "grid_x_axis": "横轴 (x)",
+    "grid_y_axis": "纵轴 (y)",
+    "grid_values": "取值",
+    "grid_no_axis": "（无）",
+    "grid_run": "运行网格",
+    "grid_cancel": "取消网格",
+    "grid_cells": "单元格",
+    "grid_image": "网格图",
+    "grid_ready": "选择坐标轴及其取值，然后运行网格。",
+    "status_grid_cell": "单元格 {cell}/{count}（{label}）：第 {step}/{total} 步",
+    "status_grid_done": "网格完成：已生成 {done}/{count} 个单元格，均已存入历史记录。{failed}",
+    "status_grid_failed": " {failed} 个单元格失败：原因写在其位置上。",
+    "status_grid_cancelled": "网格在 {done}/{count} 个单元格后取消；已完成的在历史记录中。",
+    "progress_grid_cell": "单元格 {cell}/{count}",
+    # compositions
+    "composition_accordion": "组合：保存或载入本页",
+    "composition_save": "保存组合",
+    "composition_download": "下载组合",
+    "composition_load": "载入组合（.zip）",
+    "info_composition_loaded": "组合已载入：提示词、{count} 张图片、设置和预设。",
+    "warning_adapter_missing": "该组合使用适配器 {name}（强度 {strength}），但它未加载：请以该名称加载它，才能得到相同的图片。",
+    "history_to_composition": "发送到组合",
+    # the Batch tab
+    "tab_batch": "批量",
+    "batch_intro": "用“生成”页的设置一次处理多张图片：上传图片并写一条指令，或上传任务文件（每行一个 JSON 对象："
+                   "\"prompt\"、按文件名列出的 \"images\"、任意设置）及其中列出的图片。结果（每张 PNG 附带设置，"
+                   "以及 results.jsonl）打包成一个 zip。",
+    "batch_pictures": "图片",
+    "batch_jobs_file": "任务文件（.jsonl，可选）",
+    "batch_instruction": "对每张图片的指令",
+    "batch_instruction_placeholder": "把背景变成白色",
+    "batch_run": "运行批量任务",
+    "batch_cancel": "取消批量任务",
+    "batch_download": "下载结果（.zip）",
+    "batch_ready": "上传图片（以及任务文件或一条指令），然后运行。",
+    "status_batch_job": "任务 {job}/{count}：第 {step}/{total} 步",
+    "status_batch_done": "批量任务完成：已生成 {done}/{count} 个，失败 {failed} 个。",
+    "status_batch_cancelled": "批量任务在 {done}/{count} 个后取消；zip 中是已完成的结果。",
+    "error_batch_nothing": "请上传图片并写一条指令，或上传任务文件。",
 }
 
 PRESETS: dict[str, str] = {
@@ -263,7 +307,7 @@ SETTINGS: dict[str, str] = {
     "setting_offload_kv_cache_label": "卸载 KV 缓存",
     "setting_offload_kv_cache_help": "把 KV 缓存放在 CPU 内存中（仅 CUDA）",
     "setting_time_shift_label": "时间偏移",
-    "setting_time_shift_help": "调度变换 t' = t / (t + s - s*t)；1：均匀",
+    "setting_time_shift_help": "调度时间的变换 t' = t / (t + s - s*t)；大于 1 时更多步数靠近噪声；1：不变换",
     "setting_sampler_label": "采样器",
     "setting_sampler_help": "ODE 求解器：euler（每步调用模型 1 次）、heun 或 midpoint（二阶，每步 2 次）、dpmpp_2m"
                             "（DPM-Solver++(2M)，利用上一步的二阶方法，每步 1 次，至少 3 步）",

@@ -30,14 +30,20 @@ def add_settings_arguments(parser: argparse.ArgumentParser) -> None:
         if spec.name == "negative_prompt":
             text = meta["help"]  # its default is long; `omnigen generate --show-settings` prints it
         if kind is bool:
-            action = "store_false" if default else "store_true"
-            group.add_argument(flag_of(spec), action=action, default=None, dest=spec.name, help=text)
+            group.add_argument(flag_of(spec), action="store_false" if default else "store_true", default=None,
+                               dest=spec.name, help=flag_text(spec, default))
         elif spec.name == "use_input_image_size_as_output":
             group.add_argument(flag_of(spec), nargs="?", const=1, type=int, default=None, dest=spec.name,
                                metavar="K", help="take the output size from input image 1, or from image K")
         else:
             group.add_argument(flag_of(spec), type=kind, default=None, dest=spec.name, choices=meta["choices"],
                                help=text)
+
+
+def flag_text(spec, default: bool) -> str:
+    """A switch's help says what giving it does: a setting that is on by default has a --no- flag with its own
+    text (the setting's help describes the setting, which the flag turns off)."""
+    return spec.metadata["flag_help"] if default else f"{spec.metadata['help']} (off unless given)"
 
 
 def settings_from_args(args: argparse.Namespace, defaults: GenerationSettings) -> GenerationSettings:
@@ -55,8 +61,11 @@ def add_generate_parser(subparsers) -> None:
     p.add_argument("--offload", choices=["model", "sequential"], help="keep the model in CPU memory and move "
                    "each part ('model') or layer ('sequential') to the GPU only while it runs")
     p.add_argument("--lora", action="append", default=[], help="adapter folder, optionally PATH:SCALE")
-    p.add_argument("--device", default=None)
-    p.add_argument("--dtype", default=None, choices=["auto", "float32", "bfloat16", "float16"])
+    p.add_argument("--device", default=None, help="cuda, cuda:1, mps or cpu (default: CUDA when available, then "
+                   "Apple MPS, else the CPU)")
+    p.add_argument("--dtype", default=None, choices=["auto", "float32", "bfloat16", "float16"],
+                   help="compute dtype (default: bfloat16 on CUDA, or float16 on a GPU without bfloat16; float32 "
+                   "elsewhere; auto: float16 on Apple MPS too)")
     p.add_argument("--quantize", default=None, choices=["none", "int8", "fp8"],
                    help="keep the decoder's weights quantized in memory (needs torchao); --dtype is the compute dtype")
     p.add_argument("--base", default=None, help="with --model FILE.safetensors: the folder or Hub repo id that "

@@ -45,7 +45,7 @@ def pick_device(device: str | torch.device | None = None) -> torch.device:
 
 
 def pick_dtype(dtype: str | torch.dtype | None, device: torch.device) -> torch.dtype:
-    """None: bf16 on CUDA, fp32 elsewhere. 'auto': bf16 where supported, else fp16 on older GPUs."""
+    """None: bf16 on CUDA (fp16 on a GPU without bf16), fp32 elsewhere. 'auto': the same, and fp16 on MPS."""
     if isinstance(dtype, torch.dtype):
         return dtype
     names = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,

@@ -43,15 +43,17 @@ SAMPLER_CHOICES = tuple(SAMPLER_MIN_STEPS)
 def _setting(default: Any, label: str, help: str, *, minimum: float | None = None, maximum: float | None = None,
              choices: tuple | None = None, multiple_of: int | None = None, flag: str | None = None,
              ui: tuple[float, float, float] | None = None, reproduces: bool = True, model_default: bool = False,
-             nullable: bool = False) -> Any:
+             nullable: bool = False, flag_help: str | None = None) -> Any:
     """A dataclass field with what a CLI, a form and a validator need to know about it.
 
+    flag_help: what a `--no-...` flag of a setting that is on by default does (help says what the setting is).
     ui: (low, high, step) of a slider, when the useful range is narrower than the valid one.
     reproduces: part of what decides the pixels (kept in the copy-as-Python snippet).
     model_default: a model folder may state its own default.
     """
     meta = dict(label=label, help=help, minimum=minimum, maximum=maximum, choices=choices, multiple_of=multiple_of,
-                flag=flag, ui=ui, reproduces=reproduces, model_default=model_default, nullable=nullable)
+                flag=flag, ui=ui, reproduces=reproduces, model_default=model_default, nullable=nullable,
+                flag_help=flag_help)
     return field(default=default, metadata=meta)
 
 
@@ -71,7 +73,9 @@ class GenerationSettings:
                                          minimum=0.0, maximum=100.0, ui=(1.0, 3.0, 0.1), model_default=True)
     use_img_guidance: bool = _setting(True, "Image guidance branch", "guide against an image-only branch when there "
                                       "are input images (off: two branches, as the official use_img_guidance="
-                                      "False)", flag="--no-img-guidance", model_default=True)
+                                      "False)", flag="--no-img-guidance", model_default=True,
+                                      flag_help="guide with two branches even when there are input images: no "
+                                      "image-only branch, as the official use_img_guidance=False")
     negative_prompt: str = _setting(OMNIGEN_V1_NEGATIVE_PROMPT, "Negative prompt",
                                     "what the unconditional branch says", model_default=True)
     seed: int | None = _setting(None, "Seed", "seed of the first image (the next ones take seed+1, ...); none: "
@@ -87,10 +91,12 @@ class GenerationSettings:
     cfg_mode: str = _setting("batched", "Guidance mode", "batched: all guidance branches in one forward; "
                              "separate: one at a time (less memory, same result)", choices=("batched", "separate"))
     use_kv_cache: bool = _setting(True, "KV cache", "compute the condition's keys and values once",
-                                  flag="--no-kv-cache")
+                                  flag="--no-kv-cache", flag_help="recompute the condition's keys and values at "
+                                  "every step instead of once (slower, the same picture)")
     offload_kv_cache: bool = _setting(False, "Offload KV cache", "keep the KV cache in CPU memory (CUDA only)",
                                       reproduces=False)
-    time_shift: float = _setting(1.0, "Time shift", "schedule warp t' = t / (t + s - s*t); 1: uniform",
+    time_shift: float = _setting(1.0, "Time shift", "warp of the schedule's times t' = t / (t + s - s*t); "
+                                 "above 1 more steps near noise; 1: no warp",
                                  minimum=1e-3, maximum=100.0, model_default=True)
     sampler: str = _setting("euler", "Sampler", "the ODE solver: euler (1 model call per step), heun or midpoint "
                             "(second order, 2 calls per step), dpmpp_2m (DPM-Solver++(2M), second order from "
