@@ -23,7 +23,7 @@ import gradio as gr
 from PIL import Image
 
 from omnigen.errors import sentence
-from omnigen.settings import GenerationSettings, parse_value, random_seed, setting_fields, value_type
+from omnigen.settings import GenerationSettings, random_seed, read_value, setting_fields, value_type
 
 from .compose import mask_from_image
 from .engine import GPU_QUEUE, MAX_INPUT_IMAGES, Studio, current_studio
@@ -109,7 +109,7 @@ def request_settings(given: dict[str, Any]) -> GenerationSettings:
             if name == "seed" and (value is None or float(value) < 0):
                 value = random_seed()
             if value is not None:
-                values[name] = parse_value(name, value)
+                values[name] = read_value(name, value)
         return current_studio().pipe.settings(current_studio().defaults(), **values)
     except ValueError as error:
         raise gr.Error(sentence(str(error))) from None

@@ -18,11 +18,12 @@ import gradio as gr
 
 from omnigen.errors import sentence
 from omnigen.presets import PRESETS
-from omnigen.settings import (GenerationSettings, parse_value, random_seed, setting_field, setting_names,
+from omnigen.settings import (GenerationSettings, random_seed, read_value, setting_field, setting_names,
                               value_type)
 
 from . import history as hist
 from .adapters_ui import adapter_view, build_adapters_panel, view_outputs, wire_adapters
+from .composition_ui import build_composition_panel, wire_composition
 from .engine import GPU_QUEUE, MAX_INPUT_IMAGES, Studio, python_snippet
 from .history_ui import wire_history
 from .i18n import choice_pairs, t, t_then, text, translate, translator
@@ -59,6 +60,7 @@ def build_generate_tab(studio: Studio) -> tuple[dict[str, Any], dict[str, Any]]:
                  functools.partial(page_values_from_settings, top=studio.pipe.max_image_side))
     wire_generation(studio, page, shown)
     wire_history(studio, page, shown, page_values_from_settings)
+    wire_composition(studio, page, shown, FIELDS, settings_from_page, page_values_from_settings)
     return page, shown
 
 
@@ -91,6 +93,7 @@ def build_input_column(studio: Studio) -> dict[str, Any]:
     page["panel"] = build_settings_panel(studio, studio.defaults())
     page["adapters"] = build_adapters_panel(studio)
     page["picture"] = build_picture_panel()
+    page["composition"] = build_composition_panel()
     return page
 
 
@@ -112,6 +115,7 @@ def build_output_column(studio: Studio) -> dict[str, Any]:
                                         elem_id="use-slot", scale=1)
         shown["use_as_input"] = gr.Button(t("use_as_input"), elem_id="use-as-input", scale=1)
         shown["reuse"] = gr.Button(t("reuse"), elem_id="reuse", scale=2)
+        shown["to_composition"] = gr.Button(t("history_to_composition"), elem_id="to-composition", scale=1)
         shown["download"] = gr.DownloadButton(t("download_png"), visible=False, elem_id="download", scale=1)
     shown["settings_json"] = gr.JSON(label=t("settings_json"),
                                      elem_id="settings-json")
@@ -228,10 +232,10 @@ def settings_from_page(studio: Studio, values: dict[str, Any]) -> GenerationSett
     """The generation settings the page's widgets say, checked against the model."""
     seed = random_seed() if values["randomize_seed"] else values["seed"] or 0
     try:
-        given = {name: parse_value(name, values[name]) for name in SETTING_FIELDS}
-        given.update(seed=parse_value("seed", seed),
-                     use_input_image_size_as_output=parse_value("use_input_image_size_as_output",
-                                                                values["output_size"] or 0))
+        given = {name: read_value(name, values[name]) for name in SETTING_FIELDS}
+        given.update(seed=read_value("seed", seed),
+                     use_input_image_size_as_output=read_value("use_input_image_size_as_output",
+                                                               values["output_size"] or 0))
         return studio.pipe.settings(studio.defaults(), **given)
     except ValueError as error:
         raise gr.Error(translate(sentence(str(error)))) from None

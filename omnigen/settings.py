@@ -134,7 +134,8 @@ class GenerationSettings:
         """Refuse any setting of the wrong type or out of range, naming it and what it may be; `max_side`: the
         largest image side the model can draw (its position table). Returns self, so calls chain."""
         for spec in fields(self):
-            check_value(spec, getattr(self, spec.name))
+            if spec.name not in self.unused():
+                check_value(spec, getattr(self, spec.name))
         fewest = SAMPLER_MIN_STEPS[self.sampler]
         if self.num_inference_steps < fewest:
             raise ValueError(f"num_inference_steps must be at least {fewest} with sampler {self.sampler}, got "
@@ -145,11 +146,17 @@ class GenerationSettings:
                              "both between 0.0 and 1.0; 0.0 and 1.0 guide every step")
         if max_side is not None:
             for name in ("height", "width"):
+                if name in self.unused():
+                    continue
                 value = getattr(self, name)
                 if value > max_side:
                     raise ValueError(f"{name} {value} is larger than this model can draw ({max_side} pixels, the size "
                                      f"of its position table); use at most {max_side}")
         return self
+
+    def unused(self) -> tuple[str, ...]:
+        """Settings this call does not use: height and width when the output takes an input image's size."""
+        return ("height", "width") if self.use_input_image_size_as_output else ()
 
     def as_dict(self) -> dict[str, Any]:
         return {spec.name: getattr(self, spec.name) for spec in fields(self)}
@@ -230,6 +237,15 @@ def _check_range(name: str, value: float, meta: Any) -> None:
 
 def parse_value(name: str, text: Any) -> Any:
     """A setting's value from text or a loosely typed value (a form, a query, JSON), checked."""
+    value = read_value(name, text)
+    check_value(setting_field(name), value)
+    return value
+
+
+def read_value(name: str, text: Any) -> Any:
+    """A setting's value from text or a loosely typed value, of the setting's type but not yet checked against
+    its range: a request's values are checked together (GenerationSettings.check), which leaves out the ones it
+    does not use."""
     spec = setting_field(name)
     kind = value_type(spec)
     if text is None or (isinstance(text, str) and text.strip() in ("", "none", "None")) and spec.metadata["nullable"]:
@@ -245,7 +261,6 @@ def parse_value(name: str, text: Any) -> Any:
             raise ValueError(f"{name} must be a number, got {text!r}") from None
     else:
         value = str(text)
-    check_value(spec, value)
     return value
 
 
@@ -325,7 +340,8 @@ class Limits:
 
     def check(self, prompt: str, settings: GenerationSettings, num_input_images: int = 0) -> None:
         """Refuse a request over any limit, naming the limit, before anything is allocated."""
-        asked = {"max_image_side": max(settings.height, settings.width),
+        output_side = 0 if settings.use_input_image_size_as_output else max(settings.height, settings.width)
+        asked = {"max_image_side": output_side,  # else the input's size, under max_input_image_size
                  "max_input_image_size": settings.max_input_image_size, "max_prompt_chars": len(prompt or ""),
                  "max_input_images": num_input_images, "max_steps": settings.num_inference_steps,
                  "max_images": settings.num_images_per_prompt}

@@ -13,8 +13,8 @@ from omnigen.cli import main as cli_main
 from omnigen.pipeline import DEFAULT_MODEL, OmniGenPipeline
 from omnigen.png import read_settings, save_png
 from omnigen.processor import DEFAULT_NEGATIVE_PROMPT
-from omnigen.settings import (GENERATION_CONFIG, OMNIGEN_V1_NEGATIVE_PROMPT, GenerationSettings, model_defaults,
-                              parse_value, setting_fields)
+from omnigen.settings import (GENERATION_CONFIG, OMNIGEN_V1_NEGATIVE_PROMPT, GenerationSettings, Limits,
+                              model_defaults, parse_value, setting_fields)
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -166,3 +166,13 @@ def test_the_cli_python_and_the_studio_api_write_the_same_png(kind, photo, tmp_p
     assert record["num_inference_steps"] == pipe.default_settings.num_inference_steps  # the model's defaults
     assert record["max_input_image_size"] == 64 and (record["width"], record["height"]) == (64, 64)
     assert cli_png.read_bytes() == python_png.read_bytes() == api_png.read_bytes()
+
+
+def test_height_and_width_are_not_checked_where_the_output_takes_an_input_images_size():
+    unused = GenerationSettings(use_input_image_size_as_output=1, height=1000, width=5000)
+    assert unused.check(max_side=1024) is unused
+    Limits(max_image_side=1024).check("p", unused, 1)
+    with pytest.raises(ValueError, match="height 1000 is not a multiple of 16"):
+        unused.replace(use_input_image_size_as_output=0).check()
+    with pytest.raises(ValueError, match="output size"):
+        Limits(max_image_side=1024).check("p", unused.replace(use_input_image_size_as_output=0, height=1024))
