@@ -17,13 +17,14 @@ from typing import Any
 import gradio as gr
 
 from omnigen.errors import sentence
+from omnigen.png import python_snippet
 from omnigen.presets import PRESETS
 from omnigen.settings import (GenerationSettings, random_seed, read_value, setting_field, setting_names,
                               value_type)
 
 from . import history as hist
 from .adapters_ui import adapter_view, build_adapters_panel, view_outputs, wire_adapters
-from .engine import GPU_QUEUE, MAX_INPUT_IMAGES, Studio, python_snippet
+from .engine import GPU_QUEUE, MAX_INPUT_IMAGES, Studio
 from .history_ui import wire_history
 from .i18n import choice_pairs, t, t_then, text, translate, translator
 from .jobs import DoneEvent, GenerationJob, StepEvent

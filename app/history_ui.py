@@ -10,8 +10,10 @@ from pathlib import Path
 
 import gradio as gr
 
+from omnigen.png import python_snippet
+
 from . import history as hist
-from .engine import MAX_INPUT_IMAGES, Studio, python_snippet
+from .engine import MAX_INPUT_IMAGES, Studio
 from .i18n import text
 
 SLOTS = range(1, MAX_INPUT_IMAGES + 1)

@@ -1,7 +1,7 @@
 """The Generate tab's "Settings from a picture": drop or paste a PNG made by OmniGen Studio (the studio, the CLI or
 Python) to see the settings stored in it, and restore its prompt and settings with one click.
 
-The picture is read by app.picture_settings, which caps what it reads and keeps only valid settings; the page
+The picture is read by omnigen.png.picture_settings, which caps what it reads and keeps only valid settings; the page
 says which input pictures the user must supply (the record names none) and what was ignored.
 """
 
@@ -12,10 +12,12 @@ from typing import Any
 
 import gradio as gr
 
+from omnigen.png import NoSettings, picture_settings
+
 from .adapters import loaded_adapters
 from .engine import Studio
 from .i18n import t, text, translate
-from .picture_settings import NoSettings, describe, picture_settings
+from .picture_settings import describe
 
 
 def picture_drop(**options: Any) -> gr.Image:

@@ -17,16 +17,15 @@ from tqdm.auto import tqdm
 
 from . import vae as vae_io
 from .model import OmniGen
+from .png import generation_record, save_png
 from .processor import OmniGenProcessor, PromptBranches, collate
 from .sampler import ConditionBatch, SamplingPlan, StepCallback, denoise, plan_sampling
-from .settings import LATENT_PIXELS, GenerationSettings, image_tokens, model_defaults, random_seed
+from .settings import DEFAULT_MODEL, LATENT_PIXELS, GenerationSettings, image_tokens, model_defaults, random_seed
 from .weights import (ModelFolderError, has_config, infer_config, is_weights_file, load_config, load_transformer,
                       open_checkpoint, resolve_model_dir)
 
-DEFAULT_MODEL = Path(__file__).resolve().parent.parent / "assets" / "omnigen-mini"
 OUTPUT_TYPES = ("pil", "np", "pt", "latent")
 OFFLOAD_MODES = (None, "model", "sequential")
-NOT_RECORDED = ("num_images_per_prompt", "offload_kv_cache")  # how many and where, not what
 
 
 def default_model() -> str:
@@ -75,12 +74,10 @@ def keep_fragile_parts_in_fp32(model: OmniGen) -> None:
 @dataclass
 class OmniGenOutput:
     images: list[Any]
-    settings: list[dict] = field(default_factory=list)  # per image: what made it (see OmniGenPipeline.record)
+    settings: list[dict] = field(default_factory=list)  # per image: what made it (see png.generation_record)
 
     def save(self, path: str | os.PathLike, index: int = 0) -> Path:
         """Write image `index` as a PNG that carries its settings (the same file the CLI and studio write)."""
-        from .png import save_png
-
         return save_png(self.images[index], path, self.settings[index])
 
 
@@ -235,16 +232,9 @@ class OmniGenPipeline:
         finally:
             bar.close()
             self.place_for("idle")
-        records = [self.record(s, r, seeds[j]) for j, (_, r) in enumerate(jobs)]
+        records = [generation_record(s, r.prompt, len(r.cond.images), r.height, r.width, seeds[j], self)
+                   for j, (_, r) in enumerate(jobs)]
         return OmniGenOutput(images=results, settings=records)
-
-    def record(self, s: GenerationSettings, request: PromptBranches, seed: int | None) -> dict[str, Any]:
-        """What made one image: its prompt, settings, seed, model and adapters (stored in its PNG)."""
-        kept = {k: v for k, v in s.to_kwargs().items() if k not in NOT_RECORDED}
-        return dict(kept, prompt=request.prompt, num_input_images=len(request.cond.images), height=request.height,
-                    width=request.width, seed=seed, use_input_image_size_as_output=s.use_input_image_size_as_output
-                    or False, model=self.model_id, device=str(self.device),
-                    dtype=str(self.dtype).replace("torch.", ""), loras=dict(self.loras), offload=self.offload)
 
     def generate_group(self, requests: list[PromptBranches], seeds: list[int | None], noise, cfg_mode: str,
                        plan: SamplingPlan, callback, bar, generator: torch.Generator | None = None) -> torch.Tensor:

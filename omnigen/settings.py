@@ -24,6 +24,7 @@ LATENT_PIXELS = 8  # pixels per side of one latent cell: the VAE downsamples by 
 PATCH_LATENTS = 2  # latent cells per side of one token's patch (the model's patch_size)
 PATCH_PIXELS = LATENT_PIXELS * PATCH_LATENTS  # one token slot per 16x16 pixels
 GENERATION_CONFIG = "generation_config.json"  # a model folder's own defaults (transformers' file name)
+DEFAULT_MODEL = Path(__file__).resolve().parent.parent / "assets" / "omnigen-mini"  # the embedded model
 
 # The official OmniGen-v1 pipeline's negative prompt (OmniGen/pipeline.py), used where a folder states none.
 OMNIGEN_V1_NEGATIVE_PROMPT = (

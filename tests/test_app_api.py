@@ -15,7 +15,7 @@ gradio_client = pytest.importorskip("gradio_client")
 from gradio_client import Client, handle_file  # noqa: E402
 from gradio_client.exceptions import AppError  # noqa: E402
 
-from app.engine import python_snippet, reproduce_kwargs  # noqa: E402
+from omnigen.png import python_snippet, reproduce_kwargs  # noqa: E402
 from omnigen.pipeline import DEFAULT_MODEL, OmniGenPipeline  # noqa: E402
 from omnigen.png import read_settings  # noqa: E402
 from studio_support import serve_studio  # noqa: E402
@@ -98,6 +98,7 @@ def test_the_copy_as_python_snippet_remakes_the_png_byte_for_byte(client, scene,
                             num_inference_steps=STEPS, seed=9, api_name="/generate")
     path = first_image(result)
     code = python_snippet(read_settings(path), [str(scene)])
+    assert "from_pretrained(device=" in code and str(DEFAULT_MODEL) not in code  # no server path shown
     monkeypatch.chdir(tmp_path)
     exec(compile(code, "snippet", "exec"), {})
     assert (tmp_path / "result.png").read_bytes() == path.read_bytes()  # pixels and settings alike

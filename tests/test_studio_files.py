@@ -1,5 +1,5 @@
 """The studio's file handling apart from the page: adapter uploads (app/adapters.py), settings read from a picture
-(app/picture_settings.py) and each browser's history on disk (app/history.py)."""
+(omnigen/png.py, as the studio reads an uploaded one) and each browser's history on disk (app/history.py)."""
 
 import json
 import zipfile
@@ -12,8 +12,7 @@ from PIL import Image, PngImagePlugin
 
 from app.adapters import AdapterSourceError, hub_adapter, server_adapter, staged_upload
 from app.history import HistoryStore, flat_items, gallery_value, lookup, new_browser_id, new_entry
-from app.picture_settings import NoSettings, picture_settings
-from omnigen.png import save_png
+from omnigen.png import NoSettings, picture_settings, save_png
 from omnigen.settings import GenerationSettings
 
 
