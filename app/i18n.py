@@ -224,6 +224,30 @@ MESSAGES_ZH = [
     (r"The mask is (?P<mask>\d+x\d+) pixels but image 1 is (?P<image>\d+x\d+); paint the mask on image 1 itself\.?",
      "蒙版为 {mask} 像素，但图 1 为 {image}；请直接在图 1 上绘制蒙版。"),
     (r"Image (?P<k>\d+): (?P<message>.+)", "图 {k}：{message}"),
+    # settings from a picture (omnigen/png.py): why there are none, and what was ignored
+    (r"This file is not a PNG: only PNGs made by OmniGen Studio \(the studio, the CLI or Python\) carry their "
+     r"settings", "该文件不是 PNG：只有 OmniGen Studio（工作室、命令行或 Python）生成的 PNG 才带有设置"),
+    (r"Its settings are (?P<size>[\d,]+) bytes, more than the (?P<limit>[\d,]+) a real record needs: refused unread",
+     "其设置有 {size} 字节，超过了真实记录所需的 {limit} 字节：未读取，已拒绝"),
+    (r"This picture carries no OmniGen settings \(it was not made by OmniGen Studio, or an editor removed its "
+     r"metadata when it was saved or copied\)", "这张图片不带 OmniGen 设置（它不是由 OmniGen Studio 生成的，或者编辑器在保存"
+     "或复制时删除了其元数据）"),
+    (r"Its settings are not valid UTF-8 text", "其设置不是有效的 UTF-8 文本"),
+    (r"Its settings chunk is damaged \(it does not decompress\)", "其设置块已损坏（无法解压）"),
+    (r"Its settings inflate to more than (?P<limit>[\d,]+) bytes, more than a real record needs: refused",
+     "其设置解压后超过 {limit} 字节，超过了真实记录所需：已拒绝"),
+    (r"Its settings are not valid JSON \(the metadata was damaged or forged\)", "其设置不是有效的 JSON（元数据已损坏或被伪造）"),
+    (r"Its settings are a JSON (?P<kind>\w+), not an object of named settings",
+     "其设置是 JSON {kind}，而不是由具名设置组成的对象"),
+    (r"unknown keys, not settings of this studio: (?P<keys>.+)", "未知的键，不是本工作室的设置：{keys}"),
+    (r"prompt: longer than (?P<n>[\d,]+) characters", "提示词：超过 {n} 个字符"),
+    (r"prompt: not text \((?P<kind>\w+)\)", "提示词：不是文本（{kind}）"),
+    (r"num_input_images: not a whole number from 0 to (?P<n>\d+) \((?P<value>.*)\)",
+     "输入图片数量（num_input_images）：不是 0 到 {n} 之间的整数（{value}）"),
+    (r"preset: not one of this studio's presets \((?P<value>.*)\)", "预设：不是本工作室的预设之一（{value}）"),
+    (r"loras: not a list of adapter names and strengths", "适配器（loras）：不是由适配器名称和强度组成的列表"),
+    (r"all settings: (?P<message>.+)", "所有设置：{message}"),
+    (r"(?P<setting>\w+): (?P<message>.+)", "{setting}：{message}"),
 ]
 _COMPILED = [(re.compile(pattern, re.IGNORECASE | re.DOTALL), template) for pattern, template in MESSAGES_ZH]
 

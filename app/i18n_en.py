@@ -120,6 +120,15 @@ UI: dict[str, str] = {
     "picture_json": "Settings stored in the picture",
     "picture_none": "**No settings to restore**: {reason}.",
     "picture_unreadable": "**No settings to restore**: the file could not be read.",
+    "picture_found_prompt": "**Settings found**: the prompt and {count} settings can be restored.",
+    "picture_found_no_prompt": "**Settings found**: {count} settings can be restored (no usable prompt).",
+    "picture_inputs": "It was made from **{count} input picture(s)** ({slots}): the settings do not hold pictures, so "
+                      "put the same ones in those slots yourself.",
+    "picture_no_inputs": "It was made from the prompt alone (no input pictures).",
+    "picture_adapter_at": "{name} at {scale}",
+    "picture_adapters": "Adapters it used: {used}.",
+    "picture_adapters_missing": "Not loaded now: {missing}; load them under Adapters for the same picture.",
+    "picture_ignored": "**Ignored** (not valid here):",
     # adapters
     "adapters": "Adapters (LoRA)",
     "adapter_name": "Name (optional)",

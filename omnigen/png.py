@@ -174,7 +174,8 @@ def picture_settings(path: str | Path, max_side: int | None = None, limit: int =
     read_descriptive(found, record)
     unknown = sorted(key for key in record if key not in setting_names() and key not in DESCRIPTIVE_KEYS)
     if unknown:
-        shown = ", ".join(repr(str(k)[:40]) for k in unknown[:8]) + (f" and {len(unknown) - 8} more" if len(unknown) > 8 else "")
+        more = f" and {len(unknown) - 8} more" if len(unknown) > 8 else ""
+        shown = ", ".join(repr(str(k)[:40]) for k in unknown[:8]) + more
         found.ignored.append(f"unknown keys, not settings of this studio: {shown}")
     return found
 
