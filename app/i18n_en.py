@@ -190,6 +190,7 @@ UI: dict[str, str] = {
     "train_sample_every": "Sample every N steps (0: at the end)",
     "train_sample_guidance": "Sample guidance",
     "train_dropout": "Condition dropout (keeps guidance working; 0 for tiny datasets)",
+    "train_checkpointing": "Gradient checkpointing (less memory, about a third slower)",
     "train_start": "Start",
     "train_stop": "Stop",
     "train_resume": "Resume",

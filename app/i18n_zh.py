@@ -173,6 +173,7 @@ UI: dict[str, str] = {
     "train_sample_every": "每 N 步采样一次（0：训练结束时）",
     "train_sample_guidance": "采样引导系数",
     "train_dropout": "条件丢弃率（使引导保持有效；极小的数据集设为 0）",
+    "train_checkpointing": "梯度检查点（更省显存，约慢三分之一）",
     "train_start": "开始",
     "train_stop": "停止",
     "train_resume": "继续",

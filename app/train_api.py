@@ -8,9 +8,10 @@
     adapter_zip = client.predict(run["token"], api_name="/train_adapter")     # the adapter folder, zipped
 
 /train_start takes the dataset files (a .zip; a .jsonl with its images; or images with same-named .txt
-instructions: whatever the Train tab's upload takes, app/train_data.py) and the Train tab's settings, as
-the very widgets of that tab: the same names, defaults and checks. It answers at once, with
-{"run", "name", "token", "total"}, once the data and settings are checked and the model is held; the run
+instructions: whatever the Train tab's upload takes, app/train_data.py) and the Train tab's settings: the
+same names, defaults and checks, both made from the training settings type (app/train_settings.py). It
+answers at once, with {"run", "name", "token", "total"}, once the data and settings are checked and the
+model is held; the run
 then trains in the background (app/train_runs.worker_events, the Train tab's worker) and the caller polls.
 
 Who may do what: the token /train_start returns is the run's key. /train_stop and /train_adapter act only for
@@ -22,7 +23,7 @@ either by stopping the server.
 One training runs on the server at a time (LiveState.claim_training), and while it runs it holds the
 model alone: a generation asked for meanwhile is refused with a message saying so. /train_start waits
 in the GPU queue behind running generations. These endpoints exist exactly when the Train tab does
-(built by build_train_tab; off on Spaces, see app/train_tab.training_disabled).
+(built by build_train_tab; off on Spaces, see app/train_runs.training_disabled).
 """
 
 from __future__ import annotations
@@ -41,13 +42,14 @@ from typing import Any
 import gradio as gr
 
 from omnigen.files import atomic_save
-from omnigen.training import DatasetError
+from omnigen.training import DatasetError, TrainConfig
 
 from . import train_data
 from .engine import GPU_QUEUE, Studio
 from .jobs import PipelineBusy, Training
-from .train_runs import (TrainingView, prepare_run, progress_text, training_message, training_purpose,
-                         worker_events)
+from .train_runs import (TrainingView, prepare_run, progress_text, training_disabled, training_message,
+                         training_purpose, worker_events)
+from .train_settings import SETTINGS, page_defaults, setting_widget
 
 KEPT_RUNS = 32  # finished API runs whose status and adapter stay reachable by token
 
@@ -98,8 +100,6 @@ class ApiRuns:
 
     def start(self, files: list[str] | None, settings: dict[str, Any]) -> dict[str, Any]:
         """Check the upload and the settings, claim the training and the model, then train in the background."""
-        from .train_tab import training_disabled
-
         studio = self.studio
         if training_disabled():
             raise gr.Error("Training is switched off on this server (OMNIGEN_DISABLE_TRAINING, or a Space).")
@@ -181,8 +181,8 @@ class ApiRuns:
             raise gr.Error("Pass the token /train_start returned: the adapter goes only to the run's caller.")
         folder, step = run.out_dir / "adapter", run.view.adapter_step
         if run.view.adapter is None or step is None or not (folder / "adapter_config.json").is_file():
-            raise gr.Error(f"No adapter yet: the run writes one at its first checkpoint (every {max(run.view.total // 4, 1)} "
-                           "steps), when it is stopped, and at its end.")
+            raise gr.Error(f"No adapter yet: the run writes one at its first checkpoint (every "
+                           f"{TrainConfig.checkpoint_every} steps), when it is stopped, and at its end.")
         target = run.out_dir / f"adapter-{run.view.name}-step-{step:06d}.zip"
 
         def write(path: Path) -> None:
@@ -193,14 +193,14 @@ class ApiRuns:
         return str(atomic_save(target, write))
 
 
-def build_train_api(studio: Studio, settings: dict[str, gr.components.Component]) -> None:
-    """/train_start, /train_status, /train_stop, /train_adapter. `settings`: the Train tab's settings widgets,
-    which give /train_start its parameters, defaults and checks."""
-    from .train_tab import SETTINGS
-
+def build_train_api(studio: Studio) -> None:
+    """/train_start, /train_status, /train_stop, /train_adapter. /train_start's parameters are the Train tab's
+    settings, made here from the same training settings type (app/train_settings.py) with the same defaults."""
     runs = ApiRuns(studio)
+    defaults = page_defaults(studio.defaults().max_input_image_size)
     with gr.Column(visible=False):
         dataset = gr.File(label="dataset", file_count="multiple")
+        inputs = [setting_widget(name, defaults[name], page=False) for name in SETTINGS]
         token = gr.Textbox(label="token")
         answer = gr.JSON(label="run")
         status = gr.JSON(label="status")
@@ -225,15 +225,14 @@ def build_train_api(studio: Studio, settings: dict[str, gr.components.Component]
                            "{run, name, token, total} at once while it trains in the background.")
     train_start.__signature__ = inspect.Signature(
         [inspect.Parameter("dataset", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=list[str])]
-        + [inspect.Parameter(name, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=settings[name].value)
+        + [inspect.Parameter(name, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=defaults[name])
            for name in SETTINGS])
     train_status.__doc__ = "The run's state, step, total, loss, ETA and latest validation samples (token: its key)."
     train_stop.__doc__ = "Stop the run after its current step; it keeps a checkpoint and its adapter."
     train_adapter.__doc__ = "The run's latest adapter folder as a .zip (load it with OmniGenPipeline.load_lora)."
 
     gpu = dict(concurrency_id=GPU_QUEUE, concurrency_limit=studio.concurrency_limit)
-    triggers[0].click(train_start, [dataset, *(settings[name] for name in SETTINGS)], answer,
-                      api_name="train_start", **gpu)
+    triggers[0].click(train_start, [dataset, *inputs], answer, api_name="train_start", **gpu)
     quick = dict(concurrency_limit=None)
     triggers[1].click(train_status, token, [status, samples], api_name="train_status", **quick)
     triggers[2].click(train_stop, token, status, api_name="train_stop", **quick)

@@ -1,4 +1,5 @@
-"""Training rows for the Train tab: built one by one in the page, read from an upload, or the example.
+"""Training rows for the Train tab: built one by one in the page, read from an upload, or the example
+(assets/examples/lora-rectangle, with its recommended settings).
 
 A row is `[instruction, [input image files], output image file]`, exactly what
 omnigen.training.RowsDataset trains on; the page keeps a list of them per session and shows each as a
@@ -22,13 +23,17 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from omnigen.files import escapes_folder
-from omnigen.training import DatasetError, ImageFolderDataset, JsonlDataset, RowsDataset
+from omnigen.presets import DEFAULT_EXAMPLES_DIR
+from omnigen.training import DatasetError, ImageFolderDataset, JsonlDataset, RowsDataset, TrainConfig
 
 Row = list  # [instruction: str, inputs: list[str], output: str]; lists, since gr.State round-trips them
 
 DATASETS = "lora-datasets"
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
 MAX_ZIP_BYTES = 2 << 30  # unpacked; a zip bomb is refused before anything is written
+# The one-click example: data.jsonl, images/ and its recommended settings (omnigen/mini/lora_example.py wrote them).
+EXAMPLE_DIR = DEFAULT_EXAMPLES_DIR / "lora-rectangle"
+EXAMPLE_SETTINGS = "train_settings.json"
 
 
 def dataset_folder(output_dir: Path, kind: str, key: str | None = None) -> Path:
@@ -39,19 +44,23 @@ def dataset_folder(output_dir: Path, kind: str, key: str | None = None) -> Path:
 
 
 def example_rows(output_dir: Path) -> list[Row]:
-    """The one-click example's rows (omnigen.mini.lora_example), written once per output folder: into a
-    temporary folder first, so a page reading it never sees half of it."""
-    from omnigen.mini.lora_example import make_new_shape_dataset
-
+    """The one-click example's rows (assets/examples/lora-rectangle), copied once per output folder (the only
+    folder the page serves): into a temporary folder first, so a page reading it never sees half of it."""
     folder = Path(output_dir) / DATASETS / "example-rectangle"
     if not (folder / "data.jsonl").is_file():
         temporary = folder.with_name(f".{folder.name}-{uuid.uuid4().hex[:8]}")
-        make_new_shape_dataset(temporary)
+        shutil.copytree(EXAMPLE_DIR, temporary, ignore=shutil.ignore_patterns(EXAMPLE_SETTINGS))
         try:
             temporary.rename(folder)
         except OSError:  # another page made it meanwhile
             shutil.rmtree(temporary, ignore_errors=True)
     return rows_from_jsonl(folder / "data.jsonl")
+
+
+def example_config() -> TrainConfig:
+    """The example's recommended training settings, as its folder states them (a TrainConfig's fields)."""
+    settings = json.loads((EXAMPLE_DIR / EXAMPLE_SETTINGS).read_text(encoding="utf-8"))
+    return TrainConfig(**{**settings, "out_dir": "unused"})
 
 
 def without_folder(problems: Sequence[str], folder: Path) -> list[str]:

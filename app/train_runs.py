@@ -1,10 +1,11 @@
-"""The Train tab's runs, apart from the page's layout: the page's settings as a TrainConfig, run folders,
-the worker that trains on the studio's pipeline, and what the page shows of a run (progress, loss, ETA)."""
+"""The Train tab's runs, apart from the page's layout: run folders, the worker that trains on the studio's
+pipeline, and what the page shows of a run (progress, loss, ETA). The page's settings: app/train_settings.py."""
 
 from __future__ import annotations
 
 import json
 import logging
+import os
 import re
 import time
 from dataclasses import dataclass, field
@@ -15,14 +16,26 @@ import gradio as gr
 import pandas as pd
 
 from omnigen.errors import is_out_of_memory
-from omnigen.training import DatasetError, LoraSettings, RowsDataset, TrainConfig, latest_checkpoint
+from omnigen.training import DatasetError, RowsDataset, TrainConfig, latest_checkpoint
 
 from . import train_data
 from .engine import Studio
 from .jobs import Training, run_in_worker
+from .train_settings import adapter_name, page_config
 
 log = logging.getLogger("omnigen.studio")
 RUNS = "lora-runs"
+DISABLE_ENV = "OMNIGEN_DISABLE_TRAINING"
+
+
+def training_disabled() -> bool:
+    """OMNIGEN_DISABLE_TRAINING=1 turns training off, =0 on; unset, it is off on a Hugging Face Space (SPACE_ID
+    is set there), where visitors share the model and ZeroGPU grants seconds, not the minutes a training takes."""
+    value = os.environ.get(DISABLE_ENV, "").strip().lower()
+    if value:
+        return value in ("1", "true", "yes", "on")
+    return bool(os.environ.get("SPACE_ID"))
+
 
 @dataclass
 class TrainingView:
@@ -84,48 +97,6 @@ def progress_text(view: TrainingView) -> str:
     stopping = " · stopping after this step..." if view.stopping else ""
     return (f"Training `{view.name}`: step {view.step} of {view.total} ({percent}%){loss} · "
             f"{duration(view.elapsed_s)} so far{eta}{stopping}")
-
-
-def adapter_name(text: str | None) -> str:
-    """A name safe for a folder and for peft (letters, digits, - and _), from what the user typed."""
-    name = re.sub(r"[^A-Za-z0-9_-]+", "_", (text or "").strip()).strip("_-")[:48]
-    if not name:
-        raise ValueError("Give the adapter a name (letters, digits, - and _), e.g. 'rectangle'.")
-    return name
-
-
-def validation_prompts(text: str | None) -> list[str]:
-    return [line.strip() for line in (text or "").splitlines() if line.strip()]
-
-
-def page_config(values: dict[str, Any], out_dir: Path, resume: bool, precision: str = "no") -> TrainConfig:
-    """The TrainConfig for the page's settings; raises ValueError naming the first setting that cannot work."""
-    steps = _whole(values["steps"], "Steps")
-    resolution = _whole(values["resolution"], "Resolution")
-    if resolution < 16 or resolution % 16:
-        raise ValueError(f"Resolution must be a multiple of 16 (at least 16), got {resolution}.")
-    alpha = float(values["alpha"] or 0)
-    config = TrainConfig(
-        out_dir=str(out_dir), steps=steps, batch_size=_whole(values["batch_size"], "Batch size"),
-        learning_rate=float(values["learning_rate"] or 0), mixed_precision=precision,
-        # One page setting for both dropouts: each keeps one guidance branch (text, image) trained.
-        condition_dropout=float(values["condition_dropout"]),
-        image_condition_dropout=float(values["condition_dropout"]),
-        resolution_stages=[(0, resolution)], encode_latents_once=True, log_every=1,
-        checkpoint_every=max(steps // 4, 1), keep_checkpoints=1, resume=resume,
-        lora=LoraSettings(rank=_whole(values["rank"], "Rank"), alpha=alpha if alpha > 0 else None,
-                          targets=values["targets"], name=adapter_name(values["name"])),
-        validation_prompts=validation_prompts(values["validation_prompts"]),
-        sample_every=_whole(values["sample_every"] or 0, "Sample every", minimum=0),
-        sample_guidance_scale=float(values["sample_guidance"]))
-    config.check()
-    return config
-
-
-def _whole(value: Any, label: str, minimum: int = 1) -> int:
-    if value is None or float(value) != int(float(value)) or int(float(value)) < minimum:
-        raise ValueError(f"{label} must be a whole number of at least {minimum}, got {value!r}.")
-    return int(float(value))
 
 
 def precision_for(pipe) -> str:

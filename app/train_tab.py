@@ -4,7 +4,7 @@
 
 The dataset is built from rows added in the page (an instruction, its input pictures, the target), an
 upload (see app/train_data.py), or the one-click example: 16 pictures of a rectangle, a shape the embedded
-model's world never had, with its recommended settings (omnigen/mini/lora_example.py). Every problem is
+model's world never had, with its recommended settings (assets/examples/lora-rectangle/). Every problem is
 listed by row, line or file before anything trains.
 
 A run is omnigen.training.train_lora on the studio's own pipeline, in a worker thread. The Start handler is
@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import functools
 import logging
-import os
 from pathlib import Path
 from typing import Any
 
@@ -43,28 +42,15 @@ from .engine import GPU_QUEUE, Studio
 from .i18n import t, text, translate
 from .jobs import PipelineBusy, Training
 from .train_api import build_train_api
-# The runs themselves (settings -> TrainConfig, folders, the worker, what the page shows): app/train_runs.py.
-from .train_runs import (TrainingView, earlier_losses, event_update, loss_frame, prepare_run, reached_step,
-                         run_of_adapter, training_events)
+# The runs themselves (folders, the worker, what the page shows): app/train_runs.py; the settings and their
+# widgets, made from omnigen.training.TrainConfig: app/train_settings.py.
+from .train_runs import (DISABLE_ENV, TrainingView, earlier_losses, event_update, loss_frame, prepare_run,  # noqa: F401
+                         reached_step, run_of_adapter, training_disabled, training_events)
+from .train_settings import SETTINGS, page_defaults, page_values, setting_widget
 
 log = logging.getLogger("omnigen.studio")
 
-DISABLE_ENV = "OMNIGEN_DISABLE_TRAINING"
-EXAMPLE_NAME = "rectangle"
-# Page settings, in the order their widgets are passed to handlers.
-SETTINGS = ("name", "rank", "alpha", "learning_rate", "steps", "batch_size", "resolution", "targets",
-            "validation_prompts", "sample_every", "condition_dropout", "sample_guidance")
-TARGET_CHOICES = [(t("train_targets_attention"), "attention"), (t("train_targets_mlp"), "attention+mlp")]
 # The tab's texts, in English and Chinese, are in app/i18n_en.py and app/i18n_zh.py (keys train_*).
-
-
-def training_disabled() -> bool:
-    """OMNIGEN_DISABLE_TRAINING=1 turns the tab off, =0 on; unset, it is off on a Hugging Face Space (SPACE_ID
-    is set there), where visitors share the model and ZeroGPU grants seconds, not the minutes a training takes."""
-    value = os.environ.get(DISABLE_ENV, "").strip().lower()
-    if value:
-        return value in ("1", "true", "yes", "on")
-    return bool(os.environ.get("SPACE_ID"))
 
 
 # ----------------------------------------------------------------------------- the tab
@@ -82,7 +68,7 @@ def build_train_tab(studio: Studio) -> None:
                 settings, buttons = build_settings_column(studio)
         shown = build_progress_row()
         use = build_use_row()
-        build_train_api(studio, settings)  # the same runs as named API endpoints: app/train_api.py
+        build_train_api(studio)  # the same runs as named API endpoints: app/train_api.py
     wire_dataset(studio, rows, data, settings)
     wire_training(studio, rows, settings, buttons, shown, use)
     wire_use(studio, use, shown)
@@ -117,31 +103,23 @@ def build_dataset_column() -> dict[str, Any]:
 
 
 def build_settings_column(studio: Studio) -> tuple[dict[str, Any], dict[str, Any]]:
+    values = page_defaults(studio.defaults().max_input_image_size)
+    widget = lambda name: setting_widget(name, values[name])  # noqa: E731
     s: dict[str, Any] = {}
     gr.Markdown(t("train_settings"))
-    s["name"] = gr.Textbox("my_adapter", label=t("train_name"), elem_id="train-name")
-    with gr.Row():
-        s["rank"] = gr.Slider(1, 128, 8, step=1, label=t("train_rank"), elem_id="train-rank")
-        s["alpha"] = gr.Number(0, minimum=0, label=t("train_alpha"), elem_id="train-alpha")
-    with gr.Row():
-        s["learning_rate"] = gr.Number(1e-4, minimum=0, label=t("train_lr"), elem_id="train-lr")
-        s["steps"] = gr.Number(300, precision=0, minimum=1, label=t("train_steps"), elem_id="train-steps")
-    with gr.Row():
-        s["batch_size"] = gr.Slider(1, 32, 1, step=1, label=t("train_batch"), elem_id="train-batch")
-        size = studio.defaults().max_input_image_size
-        s["resolution"] = gr.Slider(16, max(2048, size), size, step=16, label=t("train_resolution"),
-                                    elem_id="train-resolution")
-    s["targets"] = gr.Radio(TARGET_CHOICES, value="attention", label=t("train_targets"), elem_id="train-targets")
-    with gr.Accordion(t("train_validation_accordion"), open=False):
-        s["validation_prompts"] = gr.Textbox(label=t("train_validation_prompts"),
-                                             lines=3, elem_id="train-validation-prompts")
+    s["name"] = widget("name")
+    for pair in (("rank", "alpha"), ("learning_rate", "steps"), ("batch_size", "resolution")):
         with gr.Row():
-            s["sample_every"] = gr.Number(0, precision=0, minimum=0, label=t("train_sample_every"),
-                                          elem_id="train-sample-every")
-            s["sample_guidance"] = gr.Slider(1.0, 5.0, 2.5, step=0.1, label=t("train_sample_guidance"),
-                                             elem_id="train-sample-guidance")
-        s["condition_dropout"] = gr.Slider(0.0, 0.5, 0.1, step=0.05, elem_id="train-dropout",
-                                           label=t("train_dropout"))
+            for name in pair:
+                s[name] = widget(name)
+    s["targets"] = widget("targets")
+    s["gradient_checkpointing"] = widget("gradient_checkpointing")
+    with gr.Accordion(t("train_validation_accordion"), open=False):
+        s["validation_prompts"] = widget("validation_prompts")
+        with gr.Row():
+            s["sample_every"] = widget("sample_every")
+            s["sample_guidance_scale"] = widget("sample_guidance_scale")
+        s["condition_dropout"] = widget("condition_dropout")
     buttons: dict[str, Any] = {}
     with gr.Row():
         buttons["start"] = gr.Button(t("train_start"), variant="primary", elem_id="train-start")
@@ -180,16 +158,8 @@ def build_use_row() -> dict[str, Any]:
 
 
 def example_settings(studio: Studio) -> dict[str, Any]:
-    """The example's recommended settings (omnigen.mini.lora_example.example_train_config), as page values.
-    Samples come every third of the run so the page shows the shape appearing."""
-    from omnigen.mini.lora_example import example_train_config
-    from omnigen.mini.world import DEFAULT_SIZE
-
-    c = example_train_config("unused")
-    return dict(name=EXAMPLE_NAME, rank=c.lora.rank, alpha=c.lora.alpha or 0, learning_rate=c.learning_rate,
-                steps=c.steps, batch_size=c.batch_size, resolution=DEFAULT_SIZE, targets=c.lora.targets,
-                validation_prompts="\n".join(c.validation_prompts), sample_every=max(c.steps // 3, 1),
-                condition_dropout=c.condition_dropout, sample_guidance=c.sample_guidance_scale)
+    """The one-click example's recommended settings (assets/examples/lora-rectangle), as page values."""
+    return page_values(train_data.example_config())
 
 
 def rows_outputs(rows: list) -> tuple[list, list, str]:
@@ -220,7 +190,8 @@ def wire_dataset(studio: Studio, rows: gr.State, data: dict, settings: dict) -> 
         return *rows_outputs(list(current or []) + added), None
 
     def load_example():
-        return *rows_outputs(train_data.example_rows(studio.output_dir)), *example_settings(studio).values()
+        settings_values = example_settings(studio)
+        return *rows_outputs(train_data.example_rows(studio.output_dir)), *(settings_values[k] for k in SETTINGS)
 
     # No progress badges: a refused row or upload is a toast, not an "Error" stamped on the widgets.
     quiet = dict(show_progress="hidden", api_visibility="private")

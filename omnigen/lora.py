@@ -393,16 +393,18 @@ def adapter_state_dict(model: nn.Module, name: str = "default") -> dict[str, tor
 
 
 def save_lora(model: nn.Module, folder: str | os.PathLike, name: str | None = None,
-              base_model: str | None = None) -> Path:
+              base_model: str | None = None, tensors: dict[str, torch.Tensor] | None = None) -> Path:
     """Write adapter `name` (by default the only one attached) as adapter_config.json +
     adapter_model.safetensors, peft's layout. A new folder appears whole (written aside, then renamed);
-    in an existing one each file is replaced atomically. `base_model` is noted as base_model_name_or_path."""
+    in an existing one each file is replaced atomically. `base_model` is noted as base_model_name_or_path.
+    `tensors`: the adapter's weights under peft's saved names when they were gathered elsewhere (a model
+    sharded across processes); by default they are read from the model."""
     if name is None:
         names = list(lora_scales(model))
         if len(names) != 1:
             raise ValueError(f"say which LoRA adapter to save: {', '.join(names) or 'none'} attached")
         name = names[0]
-    tensors = adapter_state_dict(model, name)
+    tensors = adapter_state_dict(model, name) if tensors is None else tensors
     config = {**require_state(model).adapters[name].config, "inference_mode": True}  # as peft saves adapters
     if base_model is not None:
         config["base_model_name_or_path"] = base_model

@@ -2,6 +2,7 @@
 tokenizer files, vae/), built once per test session."""
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -18,13 +19,17 @@ CORPUS = [
 ]
 
 
+# A byte-level BPE tokenizer of 300 tokens trained on CORPUS * 4 (omnigen.mini.tokenizer.train_tokenizer), kept as
+# files so that the tests' model folder is made without the mini world.
+TINY_TOKENIZER = Path(__file__).resolve().parent / "data" / "tiny-tokenizer"
+
+
 def build_tiny_model_dir(root: Path, seed: int = 0, hidden: int = 64, layers: int = 2) -> Path:
     from diffusers import AutoencoderKL
 
-    from omnigen.mini.tokenizer import train_tokenizer
-
     root.mkdir(parents=True, exist_ok=True)
-    train_tokenizer(CORPUS * 4, root, vocab_size=300)
+    for file in TINY_TOKENIZER.iterdir():
+        shutil.copyfile(file, root / file.name)
     pad = json.loads((root / "tokenizer_config.json").read_text()).get("pad_token")
     torch.manual_seed(seed)
     config = OmniGenConfig(hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=4,

@@ -13,12 +13,13 @@ from PIL import Image
 
 from app.train_tab import build_train_tab
 from omnigen import OmniGenPipeline
+from omnigen.training import TrainConfig
 
 from studio_support import serve_studio  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 SETTINGS = dict(name="squares", rank=4, alpha=0, learning_rate=1e-2, batch_size=1, resolution=32,
-                targets="attention", condition_dropout=0.0, sample_guidance=1.0)
+                targets="attention", condition_dropout=0.0, sample_guidance_scale=1.0)
 
 
 @pytest.fixture(scope="module")
@@ -71,7 +72,8 @@ def test_the_endpoints_are_named_and_documented(served):
     assert {"/train_start", "/train_status", "/train_stop", "/train_adapter"} <= set(info)
     start = {p["parameter_name"]: p for p in info["/train_start"]["parameters"]}
     assert list(start)[:2] == ["dataset", "name"] and start["rank"]["parameter_default"] == 8
-    assert start["steps"]["parameter_default"] == 300 and start["targets"]["parameter_default"] == "attention"
+    assert start["steps"]["parameter_default"] == TrainConfig.steps
+    assert start["targets"]["parameter_default"] == "attention"
 
 
 @pytest.mark.slow

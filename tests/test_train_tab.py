@@ -11,7 +11,7 @@ import pytest
 import torch
 from PIL import Image
 
-from app import train_data, train_runs, train_tab
+from app import train_data, train_runs, train_settings, train_tab
 from app.engine import FailedEvent, GenerationJob, Studio, job_events, set_studio
 from app.jobs import LiveState, PipelineBusy, PipelineUse
 from omnigen.settings import GenerationSettings
@@ -136,22 +136,22 @@ def test_events_become_plot_rows_progress_samples_and_the_adapter():
 
 def test_page_settings_become_a_lora_train_config(tmp_path, studio):
     values = train_tab.example_settings(studio)
-    config = train_runs.page_config(values, tmp_path / "run", resume=False)
+    config = train_settings.page_config(values, tmp_path / "run", resume=False)
     assert (config.steps, config.batch_size, config.learning_rate) == (150, 16, 1e-3)
     assert (config.lora.rank, config.lora.alpha, config.lora.targets, config.lora.name) == (
         16, None, "attention+mlp", "rectangle")
-    assert config.resolution_stages == [(0, 64)] and len(config.validation_prompts) == 5
+    assert config.resolution == 64 and len(config.validation_prompts) == 5
     assert config.condition_dropout == 0.0 and config.encode_latents_once and config.log_every == 1
     with pytest.raises(ValueError, match="multiple of 16"):
-        train_runs.page_config({**values, "resolution": 50}, tmp_path / "run", resume=False)
+        train_settings.page_config({**values, "resolution": 50}, tmp_path / "run", resume=False)
     with pytest.raises(ValueError, match="Steps must be a whole number"):
-        train_runs.page_config({**values, "steps": 2.5}, tmp_path / "run", resume=False)
+        train_settings.page_config({**values, "steps": 2.5}, tmp_path / "run", resume=False)
 
 
 def test_adapter_names_are_safe_for_folders_and_peft():
-    assert train_runs.adapter_name("  my cat/v2.1 ") == "my_cat_v2_1"
+    assert train_settings.adapter_name("  my cat/v2.1 ") == "my_cat_v2_1"
     with pytest.raises(ValueError, match="Give the adapter a name"):
-        train_runs.adapter_name(" ./ ")
+        train_settings.adapter_name(" ./ ")
 
 
 # ----------------------------------------------------------------------------- runs on the tiny model
@@ -160,7 +160,7 @@ def test_adapter_names_are_safe_for_folders_and_peft():
 def tiny_settings(steps: int) -> dict:
     return dict(name="tiny", rank=4, alpha=0, learning_rate=1e-3, steps=steps, batch_size=2, resolution=32,
                 targets="attention", validation_prompts="a red square", sample_every=0, condition_dropout=0.0,
-                sample_guidance=1.0)
+                sample_guidance_scale=1.0, gradient_checkpointing=False)
 
 
 def run_to_end(studio, rows, settings, resume=False, stop_at=None):

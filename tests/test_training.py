@@ -11,6 +11,7 @@ from PIL import Image
 
 from omnigen.model import OmniGen, OmniGenConfig
 from omnigen.processor import DEFAULT_NEGATIVE_PROMPT, OmniGenProcessor, image_to_tensor
+from omnigen.settings import GenerationSettings
 from omnigen.training import (DatasetError, Example, JsonlDataset, TrainConfig, TrainingCollator, edit_weight_map,
                               read_loss_log, train)
 from omnigen.training.collator import FULL, IMAGE_ONLY, UNCONDITIONAL
@@ -251,7 +252,10 @@ def test_an_unchanged_edit_contributes_no_loss(model_dir, vae, processor):
 
 def test_collator_trains_the_branches_the_sampler_uses(processor):
     edit = Example("<img><|image_1|></img> make the square blue", [square(RED)], square(BLUE))
-    branches = processor("<img><|image_1|></img> make the square blue", [square(RED)], height=64, width=64)[0]
+    # The negative prompt sampling uses by default (a model's own, else the library's): the collator's default.
+    negative = GenerationSettings().negative_prompt
+    branches = processor("<img><|image_1|></img> make the square blue", [square(RED)], height=64, width=64,
+                         negative_prompt=negative)[0]
 
     def first_prompt_ids(collator):
         batch = collator([edit], 64, random.Random(0))

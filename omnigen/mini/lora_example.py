@@ -7,6 +7,7 @@ rectangles can (tests/test_lora_new_shape.py measures it).
 
     jsonl = make_new_shape_dataset("data/rectangles", n=16)  # data/rectangles/data.jsonl + images/
     result = train_lora(pipe, jsonl, example_train_config("adapters/rectangles"))
+    python -m omnigen.mini.lora_example   # writes the studio's copy: assets/examples/lora-rectangle/
 
 Why a shape and not a colour: the mini VAE was trained on the world's pictures only and turns any colour
 outside its palette into one of its own (a flat magenta comes back grey), so no transformer adapter could
@@ -197,3 +198,31 @@ def example_train_config(out_dir: str | Path, steps: int = EXAMPLE_STEPS) -> "Tr
                        lora=LoraSettings(rank=16, targets="attention+mlp"),
                        validation_prompts=[prompt for prompt, _ in heldout_prompts()], sample_every=0,
                        sample_guidance_scale=EXAMPLE_GUIDANCE)
+
+
+STUDIO_EXAMPLE = "lora-rectangle"  # under assets/examples/: what the studio's Train tab loads with one click
+STUDIO_NAME = "rectangle"
+
+
+def write_studio_example(examples_dir: str | Path | None = None) -> Path:
+    """The Train tab's one-click example as files: data.jsonl + images/ (make_new_shape_dataset) and
+    train_settings.json (example_train_config's fields, the adapter named "rectangle", samples every third of
+    the run, at the world's picture size). Written aside and renamed: the folder is whole or absent."""
+    from dataclasses import asdict
+
+    from ..files import atomic_folder, atomic_write_text
+    from ..presets import DEFAULT_EXAMPLES_DIR
+
+    folder = Path(examples_dir or DEFAULT_EXAMPLES_DIR) / STUDIO_EXAMPLE
+    config = example_train_config("unused")
+    config.lora.name = STUDIO_NAME
+    config.resolution, config.sample_every = DEFAULT_SIZE, max(config.steps // 3, 1)
+    settings = {name: value for name, value in asdict(config).items() if name != "out_dir"}
+    with atomic_folder(folder) as scratch:
+        make_new_shape_dataset(scratch)
+        atomic_write_text(scratch / "train_settings.json", json.dumps(settings, indent=2) + "\n")
+    return folder
+
+
+if __name__ == "__main__":
+    print(write_studio_example())

@@ -20,10 +20,11 @@ import signal
 import sys
 import threading
 import time
-from dataclasses import replace
+from dataclasses import MISSING, fields, replace
 
+from ..settings import value_type
 from .checkpoints import latest_checkpoint, saved_lora_settings
-from .config import LORA_TARGETS, MIXED_PRECISION, LoraSettings, TrainConfig
+from .config import LoraSettings, TrainConfig, config_fields, flag_of
 
 
 def add_train_parser(subparsers) -> None:
@@ -34,66 +35,60 @@ def add_train_parser(subparsers) -> None:
                                                  "model, or OMNIGEN_MODEL)")
     p.add_argument("--data", required=True, help="a .jsonl file, or a folder of images with same-named .txt files")
     p.add_argument("--images", default=None, help="folder the JSONL's image paths start from (default: its folder)")
-    p.add_argument("--out", required=True, help="run folder; the adapter goes to OUT/adapter")
+    p.add_argument("--out", required=True, help=setting_help(TrainConfig, "out_dir"))
     p.add_argument("--full", action="store_true", help="fine-tune every weight of the transformer instead of a LoRA "
-                   "adapter; each checkpoint is then a loadable transformer folder (model.safetensors + config.json)")
+                   "adapter; each checkpoint is then a model folder that OmniGenPipeline.from_pretrained loads")
+    p.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
     lora = p.add_argument_group("LoRA (with --resume: the run's own, unless given)")
-    lora.add_argument("--rank", type=int, default=None, help=f"default {LoraSettings.rank}")
-    lora.add_argument("--alpha", type=float, default=None, help="default: the rank")
-    lora.add_argument("--lora-dropout", type=float, default=None, help=f"default {LoraSettings.dropout}")
-    lora.add_argument("--targets", choices=list(LORA_TARGETS), default=None, help=f"default {LoraSettings.targets}")
-    run = p.add_argument_group("optimisation")
-    run.add_argument("--steps", type=int, default=500)
-    run.add_argument("--lr", type=float, default=1e-3, help="learning rate (default 1e-3, as in the official LoRA "
-                                                           "example)")
-    run.add_argument("--batch-size", type=int, default=1, help="examples per step and process")
-    run.add_argument("--grad-accumulation", type=int, default=1)
-    run.add_argument("--warmup-steps", type=int, default=0)
-    run.add_argument("--lr-schedule", choices=["constant", "cosine"], default="constant")
-    run.add_argument("--resolution", type=int, default=None, help="longest image side in pixels (default: the "
-                                                                   "model's max_input_image_size)")
-    run.add_argument("--condition-dropout", type=float, default=0.1)
-    run.add_argument("--image-condition-dropout", type=float, default=0.1)
-    run.add_argument("--edit-weighting", action="store_true", help="weight the changed parts of edits (paper, 2.3)")
-    run.add_argument("--timestep-location", type=float, default=0.0,
-                     help="t = sigmoid(N(location, 1)); below 0 trains more at high noise, where layout is decided")
-    run.add_argument("--mixed-precision", choices=list(MIXED_PRECISION), default="no")
-    run.add_argument("--gradient-checkpointing", action="store_true")
-    run.add_argument("--seed", type=int, default=0)
-    run.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
-    out = p.add_argument_group("checkpoints and samples")
-    out.add_argument("--checkpoint-every", type=int, default=100, help="0: only at the end")
-    out.add_argument("--keep-checkpoints", type=int, default=0, help="0 keeps all")
-    out.add_argument("--resume", action="store_true", help="continue the run in OUT from its latest checkpoint")
-    out.add_argument("--validation-prompt", action="append", default=[], help="sampled during training (repeat)")
-    out.add_argument("--sample-every", type=int, default=0, help="steps between samples; 0: only at the end")
-    out.add_argument("--sample-steps", type=int, default=20, help="inference steps per sample")
-    out.add_argument("--sample-guidance-scale", type=float, default=2.5)
-    out.add_argument("--log-every", type=int, default=1)
+    for spec in config_fields(LoraSettings):
+        if spec.metadata["cli"]:
+            add_setting_flag(lora, spec, default=None)
+    run = p.add_argument_group("training settings (omnigen.training.TrainConfig)")
+    for spec in config_fields(TrainConfig):
+        if spec.metadata["cli"]:
+            add_setting_flag(run, spec, default=spec.default if spec.default is not MISSING else [])
     p.set_defaults(func=run_train)
+
+
+def setting_help(owner: type, name: str) -> str:
+    return next(spec for spec in fields(owner) if spec.name == name).metadata["help"]
+
+
+def add_setting_flag(group, spec, default) -> None:
+    """One flag of a training setting: its help, type, choices and default, from the field."""
+    meta = spec.metadata
+    shown = getattr(LoraSettings(), spec.name) if default is None and spec.name in LORA_NAMES else default
+    text = meta["help"] if shown is None or shown is False or shown == [] else f"{meta['help']} (default: {shown})"
+    if spec.type == "bool":
+        group.add_argument(flag_of(spec), action="store_true", dest=spec.name, help=meta["help"])
+    elif spec.type == "list[str]":
+        group.add_argument(flag_of(spec), action="append", default=None, dest=spec.name, help=text)
+    else:
+        group.add_argument(flag_of(spec), type=value_type(spec), choices=meta["choices"], default=default,
+                           dest=spec.name, help=text)
+
+
+LORA_NAMES = {spec.name for spec in fields(LoraSettings)}
 
 
 def lora_from_args(args) -> LoraSettings:
     """The LoRA flags given, the rest from the run being resumed (or the defaults)."""
     checkpoint = latest_checkpoint(args.out) if args.resume else None
     base = (saved_lora_settings(checkpoint) if checkpoint is not None else None) or LoraSettings()
-    given = {"rank": args.rank, "alpha": args.alpha, "targets": args.targets, "dropout": args.lora_dropout}
-    return replace(base, **{k: v for k, v in given.items() if v is not None}, name=LoraSettings.name, base_model=None)
+    given = {spec.name: getattr(args, spec.name) for spec in config_fields(LoraSettings) if spec.metadata["cli"]}
+    return replace(base, **{k: v for k, v in given.items() if v is not None}, name=LoraSettings.name,
+                   base_model=None)
+
+
+def lora_flags_given(args) -> list[str]:
+    return [flag_of(spec) for spec in config_fields(LoraSettings)
+            if spec.metadata["cli"] and getattr(args, spec.name) is not None]
 
 
 def config_from_args(args) -> TrainConfig:
-    return TrainConfig(
-        out_dir=args.out, steps=args.steps, batch_size=args.batch_size, learning_rate=args.lr,
-        warmup_steps=args.warmup_steps, lr_schedule=args.lr_schedule, grad_accumulation=args.grad_accumulation,
-        mixed_precision=args.mixed_precision, gradient_checkpointing=args.gradient_checkpointing,
-        condition_dropout=args.condition_dropout, image_condition_dropout=args.image_condition_dropout,
-        edit_weighting=args.edit_weighting, timestep_location=args.timestep_location,
-        resolution_stages=[(0, args.resolution)] if args.resolution else None,
-        checkpoint_every=args.checkpoint_every, keep_checkpoints=args.keep_checkpoints, log_every=args.log_every,
-        seed=args.seed, resume=args.resume,
-        lora=None if args.full else lora_from_args(args),
-        validation_prompts=list(args.validation_prompt), sample_every=args.sample_every,
-        sample_steps=args.sample_steps, sample_guidance_scale=args.sample_guidance_scale)
+    settings = {spec.name: getattr(args, spec.name) for spec in config_fields(TrainConfig) if spec.metadata["cli"]}
+    settings["validation_prompts"] = list(settings["validation_prompts"] or [])
+    return TrainConfig(out_dir=args.out, **settings, lora=None if args.full else lora_from_args(args))
 
 
 class ProgressReport:
@@ -159,8 +154,7 @@ def run_train(args) -> int:
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    lora_flags = [flag for flag, value in (("--rank", args.rank), ("--alpha", args.alpha), ("--targets", args.targets),
-                                           ("--lora-dropout", args.lora_dropout)) if value is not None]
+    lora_flags = lora_flags_given(args)
     if args.full and lora_flags:
         raise ValueError(f"{', '.join(lora_flags)} set(s) a LoRA adapter, which --full does not train; drop one or the "
                          "other")
@@ -180,7 +174,7 @@ def run_train(args) -> int:
     state = "stopped" if result.stopped else "done"
     print(f"{state} at step {result.step}/{config.steps} in {time.monotonic() - started:.0f} s, loss {loss}")
     if args.full and result.checkpoint is not None:
-        print(f"model: {result.checkpoint}  (a transformer folder: omnigen.weights.load_transformer)")
+        print(f"model: {result.checkpoint}  (a model folder: python -m omnigen generate --model {result.checkpoint})")
     if result.adapter is not None:
         print(f"adapter: {result.adapter}  (python -m omnigen generate --lora {result.adapter} --prompt ...)")
     for path in result.samples:
@@ -191,17 +185,15 @@ def run_train(args) -> int:
 def train_full(model, data, config: TrainConfig, callback=None, stop: threading.Event | None = None,
                image_root=None):
     """Fine-tune every weight of a model folder or Hub id (None: the default model). The weights load in fp32
-    whatever --mixed-precision says: AdamW updates need fp32 masters, autocast computes in bf16/fp16."""
-    import torch
-
-    from ..pipeline import OmniGenPipeline
+    whatever --mixed-precision says: AdamW updates need fp32 masters, autocast computes in bf16/fp16. Under
+    FSDP with cpu_ram_efficient_loading only the main process reads them (see load_pipeline_for_training)."""
     from .dataset import open_training_data
+    from .lora_training import load_pipeline_for_training, with_model_defaults
     from .trainer import train
 
     dataset = open_training_data(data, image_root)
     if hasattr(dataset, "validate"):
         dataset.validate()  # before a model is loaded: a bad line costs nothing
-    pipe = OmniGenPipeline.from_pretrained(model, device="cpu", dtype=torch.float32)
-    if config.resolution_stages is None:
-        config.resolution_stages = [(0, pipe.transformer.config.extra.get("max_input_image_size", 1024))]
-    return train(pipe.transformer, pipe.vae, pipe.processor, dataset, config, callback=callback, stop=stop)
+    pipe = load_pipeline_for_training(model, config)
+    return train(pipe.transformer, pipe.vae, pipe.processor, dataset, with_model_defaults(config, pipe),
+                 callback=callback, stop=stop)

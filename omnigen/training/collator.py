@@ -4,7 +4,7 @@ Condition dropout (what the guidance branches need to have been trained on), dec
 
 1. With probability `condition_dropout` the whole condition is dropped: the prompt becomes the
    unconditional branch the sampler uses — the template around `unconditional_prompt` (by default
-   the processor's DEFAULT_NEGATIVE_PROMPT) with no images — so text guidance has a learned
+   the model's own negative prompt) with no images — so text guidance has a learned
    unconditional velocity to push away from. (The official trainer writes "<cfg>" here while its
    sampler uses the negative prompt; we train the branch that is sampled.)
 2. Otherwise, for an example with input images, independently with probability
@@ -31,8 +31,9 @@ from dataclasses import dataclass
 import torch
 from PIL import Image
 
-from ..processor import (DEFAULT_NEGATIVE_PROMPT, PATCH_PIXELS, EncodedPrompt, OmniGenProcessor, collate,
+from ..processor import (PATCH_PIXELS, EncodedPrompt, OmniGenProcessor, collate,
                          crop_to_multiple_of_16, image_to_tensor, load_image, parse_image_tags)
+from .config import DEFAULT_UNCONDITIONAL_PROMPT
 from .dataset import Example
 
 FULL, IMAGE_ONLY, UNCONDITIONAL = "full", "image_only", "unconditional"
@@ -80,7 +81,7 @@ class TrainingCollator:
     """Turns a list of `Example`s into a `TrainingBatch`, with condition dropout (see the module docstring)."""
 
     def __init__(self, processor: OmniGenProcessor, condition_dropout: float = 0.0,
-                 image_condition_dropout: float = 0.0, unconditional_prompt: str = DEFAULT_NEGATIVE_PROMPT):
+                 image_condition_dropout: float = 0.0, unconditional_prompt: str = DEFAULT_UNCONDITIONAL_PROMPT):
         probabilities = {"condition_dropout": condition_dropout, "image_condition_dropout": image_condition_dropout}
         for name, value in probabilities.items():
             if not 0.0 <= value <= 1.0:

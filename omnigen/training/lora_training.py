@@ -31,6 +31,7 @@ import torch
 from ..pipeline import OmniGenPipeline
 from .dataset import open_training_data
 from .config import LoraSettings, TrainConfig, TrainResult
+from .sharding import FsdpPlan
 from .trainer import train
 
 PRECISION_DTYPES = {"no": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -43,8 +44,8 @@ def train_lora(model: OmniGenPipeline | str | os.PathLike | None, data: Any, con
 
     `model` is a loaded OmniGenPipeline (left as it was, see the module docstring), a model folder or Hub
     id, or None for the default model. `data` is anything `open_training_data` reads; `image_root` is where
-    a JSONL's image paths start. `config.lora` defaults to LoraSettings(); `config.resolution_stages` to the
-    model's max_input_image_size. Events and stopping work as in `train`; `resume=True` in the config
+    a JSONL's image paths start. `config.lora` defaults to LoraSettings(); `config.resolution` to the
+    model's max_input_image_size, `unconditional_prompt` to the model's negative prompt. Events and stopping work as in `train`; `resume=True` in the config
     continues the run in out_dir at the step it had reached.
     """
     config = replace(config, lora=config.lora or LoraSettings())
@@ -55,16 +56,44 @@ def train_lora(model: OmniGenPipeline | str | os.PathLike | None, data: Any, con
     pipe = model if isinstance(model, OmniGenPipeline) else load_pipeline_for_training(model, config)
     if config.lora.base_model is None and pipe.model_id:
         config.lora = replace(config.lora, base_model=pipe.model_id)
-    if config.resolution_stages is None:
-        config.resolution_stages = [(0, pipe.transformer.config.extra.get("max_input_image_size", 1024))]
+    config = with_model_defaults(config, pipe)
     with borrowed(pipe, config.lora.name):
         return train(pipe.transformer, pipe.vae, pipe.processor, dataset, config, callback=callback, stop=stop)
 
 
+def with_model_defaults(config: TrainConfig, pipe: OmniGenPipeline) -> TrainConfig:
+    """The settings left to the model, from the model: its max input image size as the resolution, and its own
+    negative prompt as the unconditional branch's prompt (the branch its sampling runs)."""
+    defaults = pipe.default_settings
+    return replace(config, resolution=config.resolution or defaults.max_input_image_size,
+                   unconditional_prompt=(config.unconditional_prompt if config.unconditional_prompt is not None
+                                         else defaults.negative_prompt))
+
+
 def load_pipeline_for_training(model: str | os.PathLike | None, config: TrainConfig) -> OmniGenPipeline:
-    """The base model on the CPU (accelerate moves it), in the precision the run computes in: the frozen base
-    needs no fp32 copy, and the adapter learns in fp32 whatever the base is."""
-    return OmniGenPipeline.from_pretrained(model, device="cpu", dtype=PRECISION_DTYPES[config.mixed_precision])
+    """The model on the CPU (accelerate or FSDP moves it). Full fine-tuning loads fp32 master weights; a LoRA run
+    loads the base in the precision the run computes in (the frozen base needs no fp32 copy; the adapter learns
+    in fp32 whatever the base is). Under FSDP with cpu_ram_efficient_loading only the main process reads the
+    weights file; the others build the transformer on the meta device and receive the weights once sharded."""
+    dtype = torch.float32 if config.lora is None else PRECISION_DTYPES[config.mixed_precision]
+    plan = FsdpPlan.from_env()
+    if plan is None or not plan.main_process_loads or int(os.environ.get("RANK", "0")) == 0:
+        return OmniGenPipeline.from_pretrained(model, device="cpu", dtype=dtype)
+    from .. import vae as vae_io
+    from ..model import OmniGen
+    from ..pipeline import default_model
+    from ..processor import OmniGenProcessor
+    from ..settings import model_defaults
+    from ..weights import load_config, resolve_model_dir
+
+    model_id = os.fspath(model) if model is not None else default_model()
+    model_dir = resolve_model_dir(model_id, weights=False)
+    config_of_model = load_config(model_dir)
+    with torch.device("meta"):
+        transformer = OmniGen.from_config(config_of_model).to(dtype)
+    defaults = model_defaults(model_dir, config_of_model.native_image_size, config_of_model.extra)
+    return OmniGenPipeline(transformer, vae_io.load_vae(model_dir), OmniGenProcessor.from_pretrained(model_dir),
+                           torch.device("cpu"), dtype, model_id=model_id, default_settings=defaults)
 
 
 @contextmanager

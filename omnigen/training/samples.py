@@ -20,8 +20,10 @@ def sample_path(folder: Path, step: int, index: int) -> Path:
 
 
 def write_samples(model: nn.Module, vae, processor: OmniGenProcessor, prompts: list[str], folder: Path, step: int,
-                  size: int, num_inference_steps: int, guidance_scale: float, seed: int) -> list[Path]:
-    """Generate one image per prompt (prompt k with seed `seed + k`) and write folder/step-XXXXXX-k.png."""
+                  size: int, num_inference_steps: int, guidance_scale: float, seed: int, save: bool = True,
+                  ) -> list[Path]:
+    """Generate one image per prompt (prompt k with seed `seed + k`) and write folder/step-XXXXXX-k.png. A model
+    sharded across processes computes on all of them; only the one with `save` writes (each returns the paths)."""
     from ..pipeline import OmniGenPipeline
 
     base = next(p for n, p in model.named_parameters() if ".lora_" not in n)
@@ -34,5 +36,8 @@ def write_samples(model: nn.Module, vae, processor: OmniGenProcessor, prompts: l
                        guidance_scale=guidance_scale, seed=seed, progress=False)
     finally:
         model.train(was_training)
-    return [save_png(image, sample_path(folder, step, k), {**settings, "training_step": step})
-            for k, (image, settings) in enumerate(zip(out.images, out.settings))]
+    paths = [sample_path(folder, step, k) for k in range(len(out.images))]
+    if save:
+        for path, image, settings in zip(paths, out.images, out.settings):
+            save_png(image, path, {**settings, "training_step": step})
+    return paths

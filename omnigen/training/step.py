@@ -15,6 +15,8 @@ from .config import TrainConfig
 from .latents import LatentCache, batch_latents
 from .loss import batch_loss_weights, flow_matching_loss, noisy_latents
 from .seeds import NOISE, derived_seed
+from .sharding import forget_unused_input_embedder, is_sharded
+
 
 def predict_velocity(model: nn.Module, batch: TrainingBatch, x_t: torch.Tensor, t: torch.Tensor,
                      input_latents: list[torch.Tensor]) -> torch.Tensor:
@@ -50,13 +52,20 @@ def optimizer_step(accelerator, model: nn.Module, vae, optimizer, parameters: li
                    batches: Iterator[tuple[int, TrainingBatch]], config: TrainConfig, cache: LatentCache | None,
                    max_image_size: int) -> torch.Tensor:
     """grad_accumulation micro-batches, then one optimizer update; returns the mean micro-batch loss."""
-    losses = []
+    losses, used_input_images = [], False
     for _ in range(config.grad_accumulation):
         g, batch = next(batches)
         generator = torch.Generator().manual_seed(derived_seed(config.seed, g, NOISE))
         with accelerator.accumulate(model):
-            loss = training_loss(model, vae, batch, config, generator, cache, max_image_size, accelerator.device)
+            if hasattr(model, "set_requires_gradient_sync"):  # FSDP: reduce-scatter only on the last micro-batch
+                model.set_requires_gradient_sync(accelerator.sync_gradients)
+            with accelerator.autocast():  # a model accelerate did not wrap (FSDP) computes in the run's precision
+                loss = training_loss(model, vae, batch, config, generator, cache, max_image_size,
+                                     accelerator.device)
             accelerator.backward(loss)
+            used_input_images = used_input_images or bool(batch.input_images)
+            if accelerator.sync_gradients and is_sharded(model):
+                forget_unused_input_embedder(model, used_input_images)
             if accelerator.sync_gradients and config.max_grad_norm:
                 accelerator.clip_grad_norm_(parameters, config.max_grad_norm)
             optimizer.step()

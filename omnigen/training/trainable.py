@@ -5,13 +5,15 @@ checkpoint and loaded back. The rest of the trainer only sees `trainable_paramet
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import torch
 from safetensors.torch import load_file
 from torch import nn
 
-from ..weights import save_transformer
+from ..files import atomic_write_text
+from ..weights import atomic_save_file, save_transformer
 from .config import LoraSettings, TrainConfig
 from .seeds import LORA_INIT, derived_seed
 
@@ -47,14 +49,26 @@ def trainable_parameters(model: nn.Module) -> list[nn.Parameter]:
     return [p for p in model.parameters() if p.requires_grad]
 
 
-def save_model_weights(model: nn.Module, folder: Path, config: TrainConfig) -> None:
-    """Full fine-tuning writes the whole transformer (the folder loads with `load_transformer`); a LoRA run
-    writes its adapter in peft's layout (the folder loads with `pipe.load_lora`)."""
+def save_model_weights(model: nn.Module, folder: Path, config: TrainConfig,
+                       gathered: dict[str, torch.Tensor] | None = None) -> None:
+    """Full fine-tuning writes the whole transformer (config.json + model.safetensors, official names); a LoRA
+    run writes its adapter in peft's layout (the folder loads with `pipe.load_lora`). `gathered`: the weights
+    of a sharded model, gathered by `sharding.gather_weights` (by default they are read from the model)."""
     if config.lora is None:
-        save_transformer(model, folder)
-    else:
-        from ..lora import save_lora
-        save_lora(model, folder, config.lora.name, base_model=config.lora.base_model)
+        if gathered is None:
+            save_transformer(model, folder)
+        else:
+            atomic_save_file(gathered, folder / MODEL_WEIGHTS, metadata={"format": "pt"})
+            atomic_write_text(folder / "config.json", json.dumps(model.config.to_dict(), indent=2))
+        return
+    from ..lora import PEFT_PREFIX, lora_layers, save_lora
+
+    tensors = None
+    if gathered is not None:  # model names (...qkv_proj.lora_A.<adapter>.weight) -> peft's saved names
+        name = config.lora.name
+        tensors = {f"{PEFT_PREFIX}{module}.lora_{part}.weight": gathered[f"{module}.lora_{part}.{name}.weight"]
+                   for module in lora_layers(model) for part in "AB"}
+    save_lora(model, folder, config.lora.name, base_model=config.lora.base_model, tensors=tensors)
 
 
 def load_model_weights(model: nn.Module, folder: Path, config: TrainConfig) -> None:

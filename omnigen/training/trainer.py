@@ -47,22 +47,25 @@ import torch
 from torch import nn
 
 from ..processor import PATCH_PIXELS, OmniGenProcessor
-from .checkpoints import (ADAPTER, check_out_dir, check_same_kind_of_run, load_checkpoint, load_rng_state,
-                          save_checkpoint)
+from .checkpoints import (ADAPTER, check_out_dir, check_resumable, copy_adapter, load_rng_state,
+                          load_training_state, run_record, save_checkpoint)
 from .collator import TrainingCollator
-from .config import TrainConfig, TrainResult, check_resolution_stages, resolution_at
+from .config import DEFAULT_UNCONDITIONAL_PROMPT, TrainConfig, TrainResult, resolution_at
 from .data_order import BatchPlan, make_batches
 from .dataset import TrainingData, is_finite_dataset
 from .latents import LATENT_CACHE, LatentCache
 from .loss_log import LossLog
 from .optimizer import build_optimizer, build_scheduler
 from .samples import write_samples
+from .sharding import FsdpPlan, shard_model
 from .step import optimizer_step
-from .trainable import prepare_model, trainable_parameters
+from .trainable import load_model_weights, prepare_model, trainable_parameters
 
 
-def make_accelerator(config: TrainConfig):
-    """An Accelerator for this run. In a single process, a fresh one per call (a studio trains many times)."""
+def make_accelerator(config: TrainConfig, plan: FsdpPlan | None = None):
+    """An Accelerator for this run. In a single process, a fresh one per call (a studio trains many times).
+    Under FSDP the trainer shards the model itself (sharding.py): accelerate joins the processes as for DDP
+    and is kept from wrapping the model."""
     from accelerate import Accelerator, DistributedDataParallelKwargs
     from accelerate.state import AcceleratorState, GradientState
 
@@ -77,19 +80,30 @@ def make_accelerator(config: TrainConfig):
     # Several processes on a machine without a GPU (`accelerate launch --multi_gpu` or torchrun there): accelerate
     # sets up gloo on the CPU only when asked to; otherwise every process would train alone, as process 0.
     cpu = world > 1 and not _has_accelerator()
-    # Batches without input images leave input_x_embedder unused: DDP must not wait for its gradients.
-    accelerator = Accelerator(cpu=cpu, mixed_precision=config.mixed_precision,
-                              gradient_accumulation_steps=config.grad_accumulation, step_scheduler_with_optimizer=False,
-                              kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)])
+    fsdp_flag = os.environ.pop("ACCELERATE_USE_FSDP", None) if plan is not None else None
+    try:
+        # Batches without input images leave input_x_embedder unused: DDP must not wait for its gradients.
+        accelerator = Accelerator(cpu=cpu, mixed_precision=config.mixed_precision,
+                                  gradient_accumulation_steps=config.grad_accumulation,
+                                  step_scheduler_with_optimizer=False,
+                                  kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)])
+    finally:
+        if fsdp_flag is not None:
+            os.environ["ACCELERATE_USE_FSDP"] = fsdp_flag
     if accelerator.num_processes != world:
         raise RuntimeError(f"launched as {world} processes, but accelerate joined {accelerator.num_processes}; "
                            "check the launcher's settings (docs/training.md)")
-    if accelerator.distributed_type.value == "FSDP":
-        # Checkpoints gather the model on the main process alone, which FSDP's collective state dict would hang
-        # on hours into a run: refuse at the start instead.
-        raise ValueError("this trainer does not write FSDP checkpoints yet; launch with a DDP config "
-                         "(configs/accelerate/ddp.yaml), see docs/training.md")
     return accelerator
+
+
+def fsdp_plan_of_launch(config: TrainConfig) -> FsdpPlan | None:
+    """The checked FSDP plan of this launch (None: no FSDP), before anything is loaded."""
+    plan = FsdpPlan.from_env()
+    if plan is not None:
+        plan.check()
+        if not config.gradient_checkpointing and plan.activation_checkpointing:
+            config.gradient_checkpointing = True  # fsdp_activation_checkpointing: the model's own switch
+    return plan
 
 
 def _has_accelerator() -> bool:
@@ -127,12 +141,14 @@ def train(model: nn.Module, vae, processor: OmniGenProcessor, data: TrainingData
     if config.encode_latents_once and not is_finite_dataset(data):
         raise ValueError("encode_latents_once needs a finite dataset (a list or JsonlDataset) to encode up front; "
                          "set it to False for a generator of examples")
+    plan = fsdp_plan_of_launch(config)
+    set_accumulation(config, int(os.environ.get("WORLD_SIZE", "1")))
     out_dir = Path(config.out_dir)
     checkpoint = check_out_dir(out_dir, resume)
     if checkpoint is not None:
-        check_same_kind_of_run(checkpoint, config)
-    accelerator = make_accelerator(config)
-    run = _Run(accelerator, model, vae, processor, data, config, callback, stop)
+        check_resumable(checkpoint, config, model, plan, int(os.environ.get("WORLD_SIZE", "1")))
+    accelerator = make_accelerator(config, plan)
+    run = _Run(accelerator, model, vae, processor, data, config, callback, stop, plan, checkpoint)
     try:
         return run.execute(checkpoint)
     except torch.cuda.OutOfMemoryError as error:
@@ -143,24 +159,47 @@ def train(model: nn.Module, vae, processor: OmniGenProcessor, data: TrainingData
         run.close()
 
 
+def set_accumulation(config: TrainConfig, num_processes: int) -> None:
+    """With config.global_batch_size, the micro-batches each process accumulates per optimizer step; a global
+    batch the processes cannot share evenly is refused before anything is loaded."""
+    if config.global_batch_size is None:
+        return
+    per_step = config.batch_size * num_processes
+    if config.global_batch_size % per_step:
+        raise ValueError(f"global_batch_size {config.global_batch_size} cannot be shared by {num_processes} "
+                         f"process(es) of batch_size {config.batch_size}: it must be a multiple of {per_step}; "
+                         "change the global batch, the batch size or the number of processes")
+    config.grad_accumulation = config.global_batch_size // per_step
+
+
 class _Run:
     """One train() call: the prepared objects, the step counter and the reporting."""
 
     def __init__(self, accelerator, model: nn.Module, vae, processor: OmniGenProcessor, data: Any,
-                 config: TrainConfig, callback: Callable[[dict], None] | None, stop: threading.Event | None):
+                 config: TrainConfig, callback: Callable[[dict], None] | None, stop: threading.Event | None,
+                 plan: FsdpPlan | None = None, checkpoint: Path | None = None):
         self.accelerator, self.data, self.config, self.callback, self.stop = accelerator, data, config, callback, stop
-        self.out_dir = Path(config.out_dir)
-        self.stages = check_resolution_stages(config.resolution_stages or [(0, processor.max_input_image_size)])
+        self.plan, self.out_dir = plan, Path(config.out_dir)
+        self.stages = config.stages(processor.max_input_image_size)
         self.collator = TrainingCollator(processor, config.condition_dropout, config.image_condition_dropout,
-                                         config.unconditional_prompt)
+                                         config.unconditional_prompt or DEFAULT_UNCONDITIONAL_PROMPT)
         self.cache = (LatentCache(self.out_dir / LATENT_CACHE, write=accelerator.is_main_process)
                       if config.encode_latents_once else None)
         self.vae = vae.requires_grad_(False).eval().to(accelerator.device)
+        self.record = run_record(model, plan, accelerator.num_processes)
         model = prepare_model(model, config)
+        # A resumed run's weights go in before sharding: under FSDP the main process's are broadcast to all.
+        if checkpoint is not None and (plan is None or accelerator.is_main_process or not plan.sync_module_states):
+            load_model_weights(model, checkpoint, config)
+        if plan is not None:
+            model = shard_model(model, plan, accelerator.device)
         self.parameters = trainable_parameters(model)
         optimizer = build_optimizer(self.parameters, config)
         self.scheduler = build_scheduler(optimizer, config)
-        self.model, self.optimizer = accelerator.prepare(model, optimizer)
+        if plan is None:
+            self.model, self.optimizer = accelerator.prepare(model, optimizer)
+        else:
+            self.model, self.optimizer = model, accelerator.prepare(optimizer)
         self.processor = processor
         self.step, self.elapsed_before, self.saved_step, self.sampled_step = 0, 0.0, None, None
         self.last_checkpoint: Path | None = None
@@ -172,8 +211,8 @@ class _Run:
 
     def execute(self, checkpoint: Path | None) -> TrainResult:
         if checkpoint is not None:
-            state = load_checkpoint(checkpoint, self.accelerator, self.model, self.optimizer, self.scheduler,
-                                    self.config)
+            state = load_training_state(checkpoint, self.accelerator, self.model, self.optimizer, self.scheduler,
+                                        self.plan)
             self.step, self.elapsed_before = int(state["step"]), float(state["elapsed_s"])
             self.saved_step, self.last_checkpoint = self.step, checkpoint
             if self.config.lora is not None and (self.out_dir / ADAPTER).is_dir():
@@ -242,22 +281,21 @@ class _Run:
 
     def save(self) -> None:
         state = {"step": self.step, "elapsed_s": self.elapsed(),
-                 "loss": self.losses[-1][1] if self.losses else None, "config": asdict(self.config)}
+                 "loss": self.losses[-1][1] if self.losses else None, "config": asdict(self.config), **self.record}
+        parts = (self.vae, self.processor) if self.config.lora is None else None
         path = save_checkpoint(self.accelerator, self.model, self.optimizer, self.scheduler, state, self.out_dir,
-                               self.config)
+                               self.config, self.plan, parts)
         if self.config.lora is not None:
-            self.publish_adapter()
+            self.publish_adapter(path)
         self.saved_step, self.last_checkpoint = self.step, path
         self.emit({"type": "checkpoint", "step": self.step, "path": str(path),
                    "adapter": str(self.adapter) if self.adapter else None})
 
-    def publish_adapter(self) -> None:
-        """out_dir/adapter takes the checkpoint's adapter: a new folder appears whole, and in an existing one
-        each file is replaced atomically (its adapter_config.json does not change within a run)."""
+    def publish_adapter(self, checkpoint: Path) -> None:
+        """out_dir/adapter takes the checkpoint's adapter files: a new folder appears whole, and in an existing
+        one each file is replaced atomically (its adapter_config.json does not change within a run)."""
         if self.accelerator.is_main_process:
-            from ..lora import save_lora
-            save_lora(self.accelerator.unwrap_model(self.model), self.out_dir / ADAPTER, self.config.lora.name,
-                      base_model=self.config.lora.base_model)
+            copy_adapter(checkpoint, self.out_dir / ADAPTER)
         self.accelerator.wait_for_everyone()
         self.adapter = self.out_dir / ADAPTER
 
@@ -265,13 +303,14 @@ class _Run:
         """Images of the validation prompts at this step (main process only), at the current resolution (at most
         the model's native size)."""
         prompts = list(self.config.validation_prompts)
-        if self.accelerator.is_main_process:
+        main = self.accelerator.is_main_process
+        if main or self.plan is not None:  # a sharded model computes on every process; the main one writes
             model = self.accelerator.unwrap_model(self.model)
             size = min(resolution_at(self.stages, max(self.step - 1, 0)), model.config.native_image_size)
             size = max(PATCH_PIXELS, size // PATCH_PIXELS * PATCH_PIXELS)
             self.samples = write_samples(model, self.vae, self.processor, prompts,
                                          self.out_dir / "samples", self.step, size, self.config.sample_steps,
-                                         self.config.sample_guidance_scale, self.config.sample_seed)
+                                         self.config.sample_guidance_scale, self.config.sample_seed, save=main)
         self.accelerator.wait_for_everyone()
         self.sampled_step = self.step
         self.emit({"type": "samples", "step": self.step, "paths": [str(p) for p in self.samples],
