@@ -8,7 +8,7 @@ __version__ = "0.1.0"
 # torchao, which transformers, diffusers and peft import whenever it is installed, logs on import about CUDA
 # kernels a CPU build lacks and about torch deprecations: none of it is the user's to act on. OMNIGEN_DEBUG=1
 # shows it.
-NOISY_IMPORT_LOGGERS = ("torchao", "torch.utils._pytree")
+NOISY_IMPORT_LOGGERS = ("torchao", "torch.utils._pytree", "diffusers.quantizers.torchao.torchao_quantizer")
 if not os.environ.get("OMNIGEN_DEBUG"):
     for _name in NOISY_IMPORT_LOGGERS:
         logging.getLogger(_name).setLevel(logging.ERROR)

@@ -9,8 +9,9 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-# What the command line and the studio import: transformers' quantizers import torchao when it is installed.
-CODE = "import omnigen.pipeline, transformers.quantizers.auto"
+# What the command line and the studio import: transformers' and diffusers' quantizers import torchao when it is
+# installed.
+CODE = "import omnigen.pipeline, transformers.quantizers.auto, diffusers.quantizers.torchao.torchao_quantizer"
 
 
 def stderr_of(debug: bool) -> str:
