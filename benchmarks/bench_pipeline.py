@@ -3,8 +3,9 @@
     python benchmarks/bench_pipeline.py [--hidden 512 --layers 8 --size 256 --steps 30]
 
 Both sides get the same random mid-size weights, the same token sequences (from omnigen.processor; diffusers'
-own processor needs torchvision, which does not import beside the CPU torch build here) and the same VAE.
-The reference runs every guidance branch in one batch each step with no cache, as diffusers' pipeline does.
+own processor needs torchvision, which does not import beside torch's CPU build) and the same VAE, and sample
+with Euler over uniform times at the guidance in GUIDANCE. The reference runs every guidance branch in one
+batch each step with no cache, as diffusers' pipeline does.
 Each (implementation, case) runs in a fresh process, so peak memory is measured alone (RSS above the
 process's level before sampling, polled every 2 ms, after an untimed one-step warm-up).
 """
@@ -20,6 +21,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+GUIDANCE = (2.5, 1.6)  # text and image guidance of both sides
 sys.path.insert(0, str(ROOT))
 
 CASES = {
@@ -95,7 +97,8 @@ def inputs_for(case: str, size: int):
 
 def run_ours(pipe, prompt, images, size, steps):
     pipe(prompt, images or None, height=size, width=size, num_inference_steps=steps, seed=0,
-         max_input_image_size=2 * size, output_type="pt")
+         max_input_image_size=2 * size, output_type="pt", guidance_scale=GUIDANCE[0], img_guidance_scale=GUIDANCE[1],
+         sampler="euler", schedule="uniform")
 
 
 def run_diffusers(pipe, twin, prompt, images, size, steps):
@@ -105,20 +108,22 @@ def run_diffusers(pipe, twin, prompt, images, size, steps):
     from omnigen import vae as vae_io
     from omnigen.processor import collate
     from omnigen.sampler import combine_guidance, get_schedule
+    from omnigen.settings import LATENT_PIXELS, image_tokens
 
     request = pipe.processor(prompt, images or None, height=size, width=size, max_input_image_size=2 * size)[0]
     rows = [request.cond, request.uncond] + ([request.img_cond] if request.img_cond is not None else [])
-    batch = collate(rows, (size // 16) ** 2, 3)
+    batch = collate(rows, image_tokens(size, size), 3)
     latents_in = [vae_io.encode(pipe.vae, im, sample=False) for im in batch["input_images"]]
     mask = batch["attention_mask"].float()
-    latents = torch.randn(1, 4, size // 8, size // 8, generator=torch.Generator().manual_seed(0))
+    side = size // LATENT_PIXELS
+    latents = torch.randn(1, 4, side, side, generator=torch.Generator().manual_seed(0))
     schedule = get_schedule(steps)
     with torch.inference_mode():
         for t, t_next in zip(schedule[:-1], schedule[1:]):
             x = latents.repeat(len(rows), 1, 1, 1)
             v = twin(x, torch.full((len(rows),), t), batch["input_ids"], latents_in, batch["input_image_sizes"],
                      mask, batch["position_ids"]).sample
-            latents = latents + (t_next - t) * combine_guidance(v, len(rows), 2.5, 1.6)
+            latents = latents + (t_next - t) * combine_guidance(v, len(rows), *GUIDANCE)
         vae_io.decode(pipe.vae, latents)
 
 

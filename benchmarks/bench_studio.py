@@ -1,12 +1,13 @@
 """How fast the studio starts and how fast a preset runs end to end through its API.
 
-    python benchmarks/bench_studio.py [--model DIR] [--preset edit] [--runs 3] [--steps N]
+    python benchmarks/bench_studio.py [--model DIR] [--preset edit] [--runs 3] [--steps 50]
     python benchmarks/bench_studio.py --stand-in   # no embedded model yet: a random one of the recipe's size
 
 Startup: `python app.py --model DIR` in a fresh process, timed from spawn until the page answers; a
 second fresh process reports the phases (imports, pipeline load, building the page). Preset run: the
 preset's first example (assets/examples) sent to /generate with gradio_client, images uploaded, with
-the preset's recommended settings, timed from the call to the returned PNG.
+the preset's recommended guidance and the sampling in PINNED (50 Euler steps by default, whatever the model
+folder states), timed from the call to the returned PNG.
 Targets on the embedded model, 2 CPU cores: startup < 10 s, preset run < 3 s.
 """
 
@@ -28,6 +29,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 STARTUP_TARGET_S, RUN_TARGET_S = 10.0, 3.0
+# The sampling of each preset run (the steps come from --steps): the same whatever a folder states.
+PINNED = dict(sampler="euler", schedule="uniform", time_shift=1.0, guidance_start=0.0, guidance_end=1.0,
+              cache_threshold=0.0)
 
 PHASES = r"""
 import json, sys, time
@@ -89,7 +93,7 @@ def start_server(model: str, port: int, output_dir: str) -> tuple[subprocess.Pop
         time.sleep(0.05)
 
 
-def preset_call(preset: str, steps: int | None) -> tuple[str, dict]:
+def preset_call(preset: str, steps: int) -> tuple[str, dict]:
     """The preset's first example as /generate arguments (prompt, image_k files, settings)."""
     from gradio_client import handle_file
 
@@ -114,12 +118,10 @@ def preset_call(preset: str, steps: int | None) -> tuple[str, dict]:
     for key in ("guidance_scale", "img_guidance_scale"):
         if key in settings:
             kwargs[key] = settings[key]
-    if steps:
-        kwargs["num_inference_steps"] = steps
-    return prompt, kwargs
+    return prompt, {**kwargs, **PINNED, "num_inference_steps": steps}
 
 
-def time_preset_runs(url: str, preset: str, runs: int, steps: int | None) -> list[float]:
+def time_preset_runs(url: str, preset: str, runs: int, steps: int) -> list[float]:
     from gradio_client import Client
 
     client = Client(url, verbose=False)
@@ -156,7 +158,7 @@ def main() -> None:
     parser.add_argument("--stand-in", action="store_true", help="a random model of the embedded model's size")
     parser.add_argument("--preset", default="edit")
     parser.add_argument("--runs", type=int, default=3)
-    parser.add_argument("--steps", type=int, default=None, help="default: the model's recommended count, else 50")
+    parser.add_argument("--steps", type=int, default=50, help="Euler steps of each run (default: 50)")
     args = parser.parse_args()
     model = stand_in_model() if args.stand_in else (args.model or default_model())
     if not Path(model).exists():

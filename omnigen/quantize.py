@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 QUANTIZE_MODES = ("int8", "fp8")
-INSTALL_HINT = "pip install 'omnigen-studio[quantize]' (or: pip install torchao)"
+INSTALL_HINT = "pip install torchao (from a checkout: pip install -e \".[quantize]\")"
 
 
 class QuantizationError(ValueError):

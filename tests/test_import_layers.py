@@ -157,4 +157,4 @@ def test_the_miniature_world_names_the_extra_it_needs_where_opencv_is_missing():
     code = ("import sys; sys.modules['cv2'] = None\n"  # as on an install of the library alone
             "try:\n    import omnigen.mini.world\nexcept ImportError as error:\n    print(error)")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=60)
-    assert "pip install 'omnigen-studio[train]'" in done.stdout, done.stdout + done.stderr
+    assert 'pip install -e ".[train]"' in done.stdout, done.stdout + done.stderr

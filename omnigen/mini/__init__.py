@@ -10,4 +10,4 @@ try:  # every part of the miniature world draws with OpenCV, which the library a
     import cv2  # noqa: F401
 except ImportError as error:
     raise ImportError("omnigen.mini draws its miniature world with OpenCV, which the library alone does not "
-                      "install: pip install 'omnigen-studio[train]' (or opencv-python-headless)") from error
+                      "install: pip install opencv-python-headless (from a checkout: pip install -e \".[train]\")") from error
