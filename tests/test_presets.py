@@ -18,7 +18,7 @@ REQUIRED = ("text_to_image", "edit", "tryon", "pose", "depth", "edges", "subject
 PIPELINE_ARGUMENTS = set(setting_names())  # what OmniGenPipeline.__call__ takes as keyword changes
 
 
-def test_every_task_of_the_issue_has_a_preset():
+def test_every_task_the_studio_offers_has_a_preset():
     assert set(REQUIRED) <= set(PRESETS)
     with pytest.raises(ValueError, match="unknown preset 'nope'"):
         get_preset("nope")
