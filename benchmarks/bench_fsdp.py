@@ -16,10 +16,14 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 import time
 from pathlib import Path
 
 import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
 
 
 def run_train(args) -> None:
@@ -84,7 +88,7 @@ def run_checkpointing(args) -> None:
         model.enable_gradient_checkpointing(enabled)
         model.zero_grad(set_to_none=True)
         kept = kept_bytes(step)
-        grads = {n: p.grad.detach().clone() for n, p in model.named_parameters()}
+        grads = {n: p.grad.detach().clone() for n, p in model.named_parameters() if p.grad is not None}
         if device == "cuda":
             torch.cuda.reset_peak_memory_stats()
         started = time.perf_counter()
@@ -92,11 +96,11 @@ def run_checkpointing(args) -> None:
             model.zero_grad(set_to_none=True)
             step().backward()
         seconds = (time.perf_counter() - started) / args.repeats
-        peak = torch.cuda.max_memory_allocated() / 1e6 if device == "cuda" else float("nan")
-        results[enabled] = (kept, peak, seconds, grads)
-        print(f"gradient checkpointing {'on ' if enabled else 'off'}: kept for backward {kept / 1e6:.1f} MB, "
-              f"peak {peak:.1f} MB, {seconds * 1000:.0f} ms/step ({args.batch} x {args.size}px on {device})")
-    off, on = results[False][3], results[True][3]
+        peak = f", peak {torch.cuda.max_memory_allocated() / 1e6:.1f} MB" if device == "cuda" else ""
+        results[enabled] = (kept, seconds, grads)
+        print(f"gradient checkpointing {'on ' if enabled else 'off'}: kept for backward {kept / 1e6:.1f} MB{peak}, "
+              f"{seconds * 1000:.0f} ms/step ({args.batch} x {args.size}px on {device})")
+    off, on = results[False][2], results[True][2]
     print(f"largest gradient difference on vs off: {max((off[n] - on[n]).abs().max().item() for n in off):.3g}")
 
 
@@ -111,7 +115,7 @@ def main() -> None:
     train.add_argument("--resolution", type=int, default=512)
     train.add_argument("--precision", default="bf16", choices=["no", "bf16", "fp16"])
     check = commands.add_parser("checkpointing", help="gradient checkpointing on and off on a small model")
-    check.add_argument("--model", default=str(Path(__file__).resolve().parent.parent / "assets" / "omnigen-mini"))
+    check.add_argument("--model", default=str(ROOT / "assets" / "omnigen-mini"))
     check.add_argument("--size", type=int, default=256)
     check.add_argument("--batch", type=int, default=2)
     check.add_argument("--repeats", type=int, default=3)

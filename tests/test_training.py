@@ -13,7 +13,7 @@ from omnigen.model import OmniGen, OmniGenConfig
 from omnigen.processor import DEFAULT_NEGATIVE_PROMPT, OmniGenProcessor, image_to_tensor
 from omnigen.settings import GenerationSettings
 from omnigen.training import (DatasetError, Example, JsonlDataset, TrainConfig, TrainingCollator, edit_weight_map,
-                              read_loss_log, train)
+                              prepare_model, read_loss_log, train)
 from omnigen.training.collator import FULL, IMAGE_ONLY, UNCONDITIONAL
 from omnigen.training.config import resolution_at
 from omnigen.training.latents import LatentCache
@@ -373,3 +373,32 @@ def test_the_optimizer_is_fused_adamw_with_decay_on_matrices_only(tmp_path):
     assert [group["fused"] for group in optimizer.param_groups] == [True, True]
     assert [group["weight_decay"] for group in optimizer.param_groups] == [0.05, 0.0]
     assert [len(group["params"]) for group in optimizer.param_groups] == [1, 3]
+
+
+def test_gradient_checkpointing_keeps_less_for_backward_and_gives_the_same_gradients(model_dir):
+    """The training setting switches the model's checkpointing; what autograd keeps for backward shrinks to the
+    layers' inputs (benchmarks/bench_fsdp.py checkpointing measures it on the embedded model) and the gradients
+    stay the same to the bit."""
+    model = load_transformer(model_dir)
+    generator = torch.Generator().manual_seed(0)
+    x, t = torch.randn(2, 4, 8, 8, generator=generator), torch.rand(2, generator=generator)
+    ids = torch.randint(10, 200, (2, 12), generator=generator)
+    kept, grads = {}, {}
+    for enabled in (False, True):
+        prepare_model(model, TrainConfig(out_dir="unused", gradient_checkpointing=enabled))
+        assert model.gradient_checkpointing is enabled
+        model.zero_grad(set_to_none=True)
+        storages: dict[int, int] = {}
+
+        def pack(tensor):
+            storages[tensor.untyped_storage().data_ptr()] = tensor.untyped_storage().nbytes()
+            return tensor
+
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
+            loss = model(x, t, input_ids=ids)[0].pow(2).mean()
+        loss.backward()
+        kept[enabled] = sum(storages.values())
+        grads[enabled] = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+    assert kept[True] < 0.5 * kept[False], kept
+    assert grads[True].keys() == grads[False].keys() and grads[True]
+    assert all(torch.equal(grads[True][n], grads[False][n]) for n in grads[True])

@@ -148,6 +148,8 @@ def shard_model(model: nn.Module, plan: FsdpPlan, device: torch.device) -> nn.Mo
     from torch.distributed.device_mesh import init_device_mesh
     from torch.distributed.fsdp import CPUOffloadPolicy, OffloadPolicy, fully_shard
 
+    if not dist.is_initialized():  # one process (accelerate joins none): FSDP over a group of one
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
     on_meta = any(p.device.type == "meta" for p in model.parameters())
     main = dist.get_rank() == 0
     # Parameter names, not state_dict(): an attached LoRA keeps the state dict to the official keys.

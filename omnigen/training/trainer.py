@@ -1,17 +1,19 @@
 """The training loop: rectified-flow fine-tuning of an OmniGen transformer with a frozen VAE.
 
 One script runs on a CPU, one GPU, or several under `accelerate launch`: the model and optimizer go
-through `accelerator.prepare`, backward and clipping through the accelerator, and only the main
-process writes files. Every random choice (data order, condition dropout, t, noise) is drawn from a
+through `accelerator.prepare` (DDP), or under an FSDP launch the model is sharded by sharding.py; backward
+and clipping go through the accelerator; every process takes part in a checkpoint, and only the main
+process writes the run's files. Every random choice (data order, condition dropout, t, noise) is drawn from a
 generator seeded by (seed, micro-batch number, purpose), so a resumed run replays exactly what an
 uninterrupted run would have done, on any number of processes.
 
 Layout of `out_dir`:
     train_config.json                the TrainConfig of the run
     loss.csv                         step, loss, lr, elapsed_s; one row per logged step, flushed as it goes
-    checkpoints/step-000500/         model.safetensors + config.json (a loadable transformer) or, in a LoRA
-                                     run, adapter_config.json + adapter_model.safetensors; optimizer.pt,
-                                     scheduler.pt, rng_state_<rank>.pt, trainer_state.json (written last)
+    checkpoints/step-000500/         a model folder (config.json, model.safetensors, tokenizer files, vae/) or,
+                                     in a LoRA run, adapter_config.json + adapter_model.safetensors;
+                                     optimizer.pt (FSDP SHARDED_STATE_DICT: optimizer_<rank>.pt), scheduler.pt,
+                                     rng_state_<rank>.pt, trainer_state.json (written last)
     adapter/                         LoRA runs: the adapter of the latest checkpoint (each file replaced
                                      atomically), loadable with `pipe.load_lora(out_dir / "adapter")`
     samples/step-000500-0.png        images of config.validation_prompts (fixed seeds) every sample_every steps
@@ -27,6 +29,7 @@ Here is the run itself (`train` and its `_Run`); each concern it calls on lives 
     latents.py      VAE latents of the images, and the latent cache
     step.py         one optimizer step: latents, noise, velocity, loss, update (the objective: loss.py)
     checkpoints.py  writing, listing, pruning and resuming checkpoints; RNG states
+    sharding.py     FSDP: the launch's options, sharding the model, gathering it for checkpoints
     loss_log.py     out_dir/loss.csv
 lora_training.py trains a LoRA on a loaded pipeline and gives the pipeline back as it was.
 """
