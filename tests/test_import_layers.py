@@ -11,6 +11,7 @@ a longer loop.
 from __future__ import annotations
 
 import ast
+import functools
 import subprocess
 import sys
 from pathlib import Path
@@ -65,6 +66,7 @@ def imported_names(module: str, path: Path) -> list[tuple[str, int, tuple[str, .
     return names
 
 
+@functools.lru_cache(maxsize=1)
 def import_graph() -> dict[str, dict[str, int]]:
     """module -> {project module it imports: line of the first such import}."""
     files = module_files()
