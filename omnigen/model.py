@@ -6,10 +6,8 @@ The network predicts the rectified-flow velocity of the output latents.
 
 from __future__ import annotations
 
-import copy
 import json
 import os
-from collections import Counter
 from dataclasses import asdict, dataclass, field, fields
 
 import torch
@@ -226,36 +224,3 @@ class OmniGen(nn.Module):
         hidden = self.llm.norm(hidden)[:, -num_image_tokens:]
         out = self.final_layer(hidden, time_emb)
         return self.unpatchify(out, height, width), (cache if keep else None)
-
-
-def expand_depth(model: OmniGen, num_layers: int) -> OmniGen:
-    """Deepen a trained model in place to `num_layers` decoder layers without changing what it computes.
-
-    Block expansion: each new layer is a copy of the layer it follows, with its attention output and
-    feed-forward down projections zeroed, so it adds nothing to the residual stream until training moves
-    those two projections away from zero. The zeroed projections get gradients from the first step (they
-    see the copied layer's activations), the rest of the copy from the step after. The new layers
-    are spread evenly: growing 6 layers to 8 puts one after layer 3 and one after layer 6 (1-based).
-    """
-    layers = model.llm.layers
-    old = len(layers)
-    if num_layers < old:
-        raise ValueError(f"cannot expand a {old}-layer model to {num_layers} layers; give at least {old}")
-    extra = num_layers - old
-    if extra == 0:
-        return model
-    # The existing layer each copy follows: evenly spaced from the last one back (with more new layers than old
-    # ones, every layer gets copies and the later ones one more).
-    copies = Counter(old - 1 - (k * old) // extra for k in range(extra))
-    grown = []
-    for i, layer in enumerate(layers):
-        grown.append(layer)
-        for _ in range(copies[i]):
-            new = copy.deepcopy(layer)
-            with torch.no_grad():
-                new.self_attn.o_proj.weight.zero_()
-                new.mlp.down_proj.weight.zero_()
-            grown.append(new)
-    model.llm.layers = nn.ModuleList(grown)
-    model.config.num_hidden_layers = num_layers
-    return model

@@ -5,7 +5,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from omnigen.model import OmniGen, OmniGenConfig, expand_depth
+from omnigen.mini.recipe import expand_depth
+from omnigen.model import OmniGen, OmniGenConfig
 from omnigen.layouts import official_config_to_diffusers, official_to_diffusers
 
 REFERENCE_TSV = Path(__file__).resolve().parent / "data" / "omnigen-v1-state-dict.tsv"  # from shared/reference

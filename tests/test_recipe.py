@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from omnigen.mini.recipe import FAMILY_WEIGHTS, Recipe, build, mixed_precision, pool_path
+from omnigen.mini.recipe import FAMILY_WEIGHTS, Recipe, build, generation_config, mixed_precision, pool_path
 from omnigen.training import latest_checkpoint
 
 
@@ -39,6 +39,11 @@ def test_writes_a_folder_the_pipeline_loads(built):
     assert record["mixed_precision"] == mixed_precision("auto")
     assert json.loads((work / "vae-training" / "decoder_training.json").read_text())["steps"] == 3
     assert [p.name for p in out.parent.iterdir() if p.name.startswith(f".{out.name}.")] == []  # no scratch left
+    # The folder states the sampling it is judged with and the negative prompt its unconditional branch learnt.
+    stated = json.loads((out / "generation_config.json").read_text())
+    assert stated == generation_config(tiny_recipe()) and stated["negative_prompt"] == Recipe.negative_prompt
+    trained = json.loads((work / "transformer" / "train_config.json").read_text())
+    assert trained["unconditional_prompt"] == stated["negative_prompt"]
 
     pipe = OmniGenPipeline.from_pretrained(out, device="cpu")
     assert pipe.native_size == 64
@@ -71,13 +76,15 @@ def test_a_rerun_resumes_every_stage(built, monkeypatch):
     assert config["steps"] == 6 and config["timestep_location"] == Recipe.timestep_location
 
 
-@pytest.mark.parametrize("cuda, bf16_gpu, amx, expected", [
-    (False, False, True, "bf16"), (False, False, False, "no"), (True, True, False, "bf16"), (True, False, True, "no")])
-def test_auto_precision_is_bf16_where_the_hardware_has_it(monkeypatch, cuda, bf16_gpu, amx, expected):
+@pytest.mark.parametrize("cuda, bf16_gpu, amx, avx512_bf16, expected", [
+    (False, False, True, False, "bf16"), (False, False, False, True, "bf16"), (False, False, False, False, "no"),
+    (True, True, False, False, "bf16"), (True, False, True, True, "no")])
+def test_auto_precision_is_bf16_where_the_hardware_has_it(monkeypatch, cuda, bf16_gpu, amx, avx512_bf16, expected):
     import torch
     monkeypatch.setattr(torch.cuda, "is_available", lambda: cuda)
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *args, **kwargs: bf16_gpu)
     monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: amx)
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: avx512_bf16)
     assert mixed_precision("auto") == expected
     assert mixed_precision("fp32") == "no" and mixed_precision("bf16") == "bf16"
     with pytest.raises(ValueError, match="precision must be one of"):
@@ -92,6 +99,7 @@ def test_the_pool_is_named_by_what_it_is_drawn_from(tmp_path):
     assert pool_path(base, tmp_path) != pool_path(tiny_recipe(task_weights={"edit": {"move": 3.0}}), tmp_path)
     assert pool_path(base, tmp_path) != pool_path(tiny_recipe(seed=1), tmp_path)
     assert pool_path(base, tmp_path) != pool_path(tiny_recipe(pool_per_family=3), tmp_path)
+    assert pool_path(base, tmp_path) != pool_path(tiny_recipe(fill="random"), tmp_path)
 
 
 @pytest.mark.slow

@@ -59,6 +59,16 @@ TASK_WEIGHTS = {
 }
 
 
+# What the model's unconditional branch is trained on, and so the negative prompt it samples with (the text
+# OmniGen2's pipeline uses; the tokenizer is trained on it too).
+NEGATIVE_PROMPT = '(((deformed))), blurry, over saturation, bad anatomy, disfigured, poorly drawn face, mutation, mutated, (extra_limb), (ugly), (poorly drawn hands), fused fingers, messy drawing, broken legs censor, censored, censor_bar'
+# The sampling the exported folder states in generation_config.json: the settings the model was judged with at its
+# defaults (midpoint over cosine-spaced times, 6 steps: 244/300 on the judge against Euler-50's 246/300, at a
+# quarter of the model calls; docs/benchmarks.md), and the guidance of every evaluation.
+GENERATION_DEFAULTS = {"num_inference_steps": 6, "sampler": "midpoint", "schedule": "cosine", "guidance_scale": 2.5,
+                       "img_guidance_scale": 1.6}
+
+
 @dataclass
 class Recipe:
     """Every number that shapes the embedded model; written next to it as recipe.json."""
@@ -95,11 +105,16 @@ class Recipe:
     # a picture's layout is decided: it learnt left/right from text but ignored top/bottom. -1.0 (about SD3's
     # time shift of 3) fixed that; the shipped model switched to it at step 16,400.
     timestep_location: float = -1.0
+    # How caption and count targets draw what their words leave out (tasks.natural.FILLS): the convention gives
+    # the same words one right picture instead of thousands (docs/omnigen-mini.md has the measurement).
+    fill: str = "convention"
     group_by_length: bool = True  # few-shot prompts are 3-4x longer than the rest: batch like with like
     # The transformer's matmuls in bf16 (weights and optimizer stay fp32): "auto" picks bf16 on a CUDA GPU that
-    # has it and on a CPU with AMX, where it trains 1.7x faster (benchmarks/bench_train.py), fp32 elsewhere.
-    # The shipped model was trained in fp32 throughout.
+    # has it and on a CPU with AMX or AVX-512 bf16 (cpu_has_fast_bf16), fp32 elsewhere. The model was trained in
+    # fp32 to step 75,550; recipe.json records the precision of each later stage.
     precision: str = "auto"
+    negative_prompt: str = NEGATIVE_PROMPT
+    generation: dict = field(default_factory=lambda: dict(GENERATION_DEFAULTS))
     family_weights: dict = field(default_factory=lambda: dict(FAMILY_WEIGHTS))
     task_weights: dict = field(default_factory=lambda: {f: dict(w) for f, w in TASK_WEIGHTS.items()})
 
@@ -114,9 +129,15 @@ def mixed_precision(precision: str) -> str:
     if precision == "auto":
         if torch.cuda.is_available():
             return "bf16" if torch.cuda.is_bf16_supported() else "no"
-        amx = getattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
-        return "bf16" if amx() else "no"
+        return "bf16" if cpu_has_fast_bf16() else "no"
     return "bf16" if precision == "bf16" else "no"
+
+
+def cpu_has_fast_bf16() -> bool:
+    """AMX tiles or AVX-512 bf16 instructions: bf16 matmuls run faster than fp32 there (1.77x per step with AMX,
+    1.40x on an AMD EPYC with AVX-512 bf16; benchmarks/bench_train.py). Without either they run ten times slower."""
+    return any(getattr(torch.cpu, probe, lambda: False)() for probe in ("_is_amx_tile_supported",
+                                                                          "_is_avx512_bf16_supported"))
 
 
 def log(message: str) -> None:
@@ -149,8 +170,7 @@ def train_tokenizer_stage(recipe: Recipe, work: Path) -> Path:
     folder = work / "tokenizer"
     if not (folder / "tokenizer.json").is_file():
         log("training the tokenizer")
-        from ..processor import DEFAULT_NEGATIVE_PROMPT
-        train_tokenizer(corpus(400, recipe.seed) + [DEFAULT_NEGATIVE_PROMPT] * 20, folder, recipe.vocab_size)
+        train_tokenizer(corpus(400, recipe.seed) + [recipe.negative_prompt] * 20, folder, recipe.vocab_size)
     return folder
 
 
@@ -174,15 +194,16 @@ def train_vae_stage(recipe: Recipe, work: Path) -> Path:
 def sample_pool(recipe: Recipe) -> list:
     """A fixed, seeded pool of training examples; latents are encoded once for it."""
     from ..training import Example
-    from .tasks import make_sample
+    from .tasks import FILLED_FAMILIES, make_sample
 
     rng = random.Random(f"pool-{recipe.seed}")
     total = sum(recipe.family_weights.values())
     examples = []
     for family, weight in recipe.family_weights.items():
         count = round(recipe.pool_per_family * len(recipe.family_weights) * weight / total)
+        fill = recipe.fill if family in FILLED_FAMILIES else None
         for _ in range(count):
-            s = make_sample(family, rng, split="train", task_weights=recipe.task_weights.get(family))
+            s = make_sample(family, rng, split="train", task_weights=recipe.task_weights.get(family), fill=fill)
             examples.append(Example(s.instruction, list(s.input_images), s.output_image))
     random.Random(recipe.seed).shuffle(examples)
     return examples
@@ -207,7 +228,8 @@ def pool_path(recipe: Recipe, work: Path) -> Path:
     of seed, size or family or sub-task weights renders a new pool instead of silently reusing the old one."""
     import hashlib
 
-    weights = json.dumps([sorted(recipe.family_weights.items()), recipe.task_weights], sort_keys=True).encode()
+    weights = json.dumps([sorted(recipe.family_weights.items()), recipe.task_weights, recipe.fill],
+                         sort_keys=True).encode()
     return work / f"pool-{recipe.seed}-{recipe.pool_per_family}-{hashlib.sha256(weights).hexdigest()[:8]}.pkl"
 
 
@@ -249,8 +271,8 @@ def model_config(recipe: Recipe, tokenizer_dir: Path, latent_channels: int) -> d
 
 
 def train_transformer_stage(recipe: Recipe, work: Path, tokenizer_dir: Path, vae_dir: Path,
-                            init_from: Path | None, max_minutes: float | None):
-    from ..model import OmniGen, expand_depth
+                            init_from: Path | None, max_minutes: float | None, stop_at_step: int | None = None):
+    from ..model import OmniGen
     from ..processor import OmniGenProcessor
     from ..training import TrainConfig, latest_checkpoint, train
     from ..vae import load_vae
@@ -278,7 +300,7 @@ def train_transformer_stage(recipe: Recipe, work: Path, tokenizer_dir: Path, vae
     examples = load_or_build_pool(recipe, work)
     out_dir = work / "transformer"
     start = time.time()
-    stop = StopAfter(max_minutes, work / "STOP")
+    stop = StopAfter(max_minutes, work / "STOP", stop_at_step)
     train_config = TrainConfig(
         out_dir=str(out_dir), steps=recipe.steps, batch_size=recipe.batch_size,
         learning_rate=recipe.learning_rate, warmup_steps=recipe.warmup_steps, lr_schedule="cosine",
@@ -287,10 +309,10 @@ def train_transformer_stage(recipe: Recipe, work: Path, tokenizer_dir: Path, vae
         timestep_location=recipe.timestep_location,
         checkpoint_every=recipe.checkpoint_every, keep_checkpoints=2, log_every=25, seed=recipe.seed,
         encode_latents_once=True, group_by_length=recipe.group_by_length, resume=latest_checkpoint(out_dir) is not None,
-        mixed_precision=precision)
+        mixed_precision=precision, unconditional_prompt=recipe.negative_prompt)
 
     def report(event: dict) -> None:
-        stop.check()
+        stop.check(event.get("step"))
         if event["type"] == "step":
             log(f"step {event['step']}/{recipe.steps} loss {event['loss']:.4f} lr {event['lr']:.2e} "
                 f"eta {event.get('eta_s', 0) / 60:.0f} min")
@@ -332,22 +354,26 @@ def decoder_stage(recipe: Recipe, vae_dir: Path) -> None:
 
 
 class StopAfter:
-    """A stop event that fires once a time budget is spent or a STOP file appears in the work folder."""
+    """A stop event that fires once a time budget is spent, a step is reached (checked at logged steps) or a STOP
+    file appears in the work folder."""
 
-    def __init__(self, minutes: float | None, stop_file: Path):
+    def __init__(self, minutes: float | None, stop_file: Path, at_step: int | None = None):
         import threading
         self.event = threading.Event()
         self.deadline = time.time() + minutes * 60 if minutes else None
         self.stop_file = stop_file
+        self.at_step = at_step
 
-    def check(self) -> None:
-        if (self.deadline is not None and time.time() > self.deadline) or self.stop_file.exists():
+    def check(self, step: int | None = None) -> None:
+        if ((self.deadline is not None and time.time() > self.deadline) or self.stop_file.exists()
+                or (self.at_step is not None and step is not None and step >= self.at_step)):
             self.event.set()
 
 
 def export(model, config: dict, tokenizer_dir: Path, vae_dir: Path, out: Path, recipe: Recipe, result,
-           init_from: Path | None = None) -> None:
-    """Write the model folder next to `out`, then swap it into place."""
+           init_from: Path | None = None, lineage: dict | None = None) -> None:
+    """Write the whole model folder the studio loads next to `out` (generation_config.json included), then swap it
+    into place. `lineage`: the record of what this run continued (by default `init_from`'s recipe.json)."""
     from ..weights import save_transformer
 
     model.config.extra.update({k: v for k, v in config.items() if k in ("architectures", "model_type",
@@ -355,33 +381,85 @@ def export(model, config: dict, tokenizer_dir: Path, vae_dir: Path, out: Path, r
                                                                            "max_input_image_size")})
     record = {"recipe": asdict(recipe), "mixed_precision": mixed_precision(recipe.precision), "trained_steps": result.step,
               "stopped_early": result.stopped}
-    if init_from is not None:  # the lineage: what this run continued, as that folder's own record says
-        earlier = init_from / "recipe.json"
-        record["continued_from"] = json.loads(earlier.read_text()) if earlier.is_file() else str(init_from)
+    if lineage is not None:
+        record["continued_from"] = lineage
+    elif init_from is not None:  # the lineage: what this run continued, as that folder's own record says
+        record["continued_from"] = read_lineage(init_from)
     with atomic_folder(out) as folder:
         for item in tokenizer_dir.iterdir():
             if item.is_file():
                 shutil.copy2(item, folder / item.name)
         shutil.copytree(vae_dir, folder / "vae")
         save_transformer(model, folder)
+        (folder / "generation_config.json").write_text(json.dumps(generation_config(recipe), indent=2) + "\n")
         (folder / "recipe.json").write_text(json.dumps(record, indent=2))
     log(f"wrote {out} ({sum(f.stat().st_size for f in out.rglob('*') if f.is_file()) / 2**20:.1f} MB)")
 
 
+def generation_config(recipe: Recipe) -> dict:
+    """The sampling defaults the folder states: the recipe's, with the negative prompt the model was trained on."""
+    return {"negative_prompt": recipe.negative_prompt, **recipe.generation}
+
+
+def read_lineage(folder: Path) -> dict | str:
+    """What a model folder was made by: its recipe.json, or the folder's name when it has none."""
+    earlier = folder / "recipe.json"
+    return json.loads(earlier.read_text()) if earlier.is_file() else str(folder)
+
+
+def expand_depth(model, num_layers: int):
+    """Deepen a trained model in place to `num_layers` decoder layers without changing what it computes.
+
+    Block expansion: each new layer is a copy of the layer it follows, with its attention output and
+    feed-forward down projections zeroed, so it adds nothing to the residual stream until training moves
+    those two projections away from zero. The zeroed projections get gradients from the first step (they
+    see the copied layer's activations), the rest of the copy from the step after. The new layers
+    are spread evenly: growing 6 layers to 8 puts one after layer 3 and one after layer 6 (1-based).
+    """
+    import copy
+    from collections import Counter
+
+    from torch import nn
+
+    layers = model.llm.layers
+    old = len(layers)
+    if num_layers < old:
+        raise ValueError(f"cannot expand a {old}-layer model to {num_layers} layers; give at least {old}")
+    extra = num_layers - old
+    if extra == 0:
+        return model
+    # The existing layer each copy follows: evenly spaced from the last one back (with more new layers than old
+    # ones, every layer gets copies and the later ones one more).
+    copies = Counter(old - 1 - (k * old) // extra for k in range(extra))
+    grown = []
+    for i, layer in enumerate(layers):
+        grown.append(layer)
+        for _ in range(copies[i]):
+            new = copy.deepcopy(layer)
+            with torch.no_grad():
+                new.self_attn.o_proj.weight.zero_()
+                new.mlp.down_proj.weight.zero_()
+            grown.append(new)
+    model.llm.layers = nn.ModuleList(grown)
+    model.config.num_hidden_layers = num_layers
+    return model
+
+
 def build(recipe: Recipe, out: Path, work: Path, init_from: Path | None = None,
-          max_minutes: float | None = None) -> Path:
+          max_minutes: float | None = None, stop_at_step: int | None = None, lineage: dict | None = None) -> Path:
     """Every stage in order, each resumed from `work`; the model folder lands at `out`."""
     work.mkdir(parents=True, exist_ok=True)
     if init_from:
         seed_stages_from(init_from, work)
     tokenizer_dir = train_tokenizer_stage(recipe, work)
     vae_dir = train_vae_stage(recipe, work)
-    model, config, result = train_transformer_stage(recipe, work, tokenizer_dir, vae_dir, init_from, max_minutes)
+    model, config, result = train_transformer_stage(recipe, work, tokenizer_dir, vae_dir, init_from, max_minutes,
+                                                    stop_at_step)
     if result.stopped:
         log("decoder fine-tuning skipped: the transformer stage was stopped early (a rerun continues both)")
     else:
         decoder_stage(recipe, vae_dir)
-    export(model, config, tokenizer_dir, vae_dir, out, recipe, result, init_from)
+    export(model, config, tokenizer_dir, vae_dir, out, recipe, result, init_from, lineage)
     return out
 
 
@@ -406,14 +484,19 @@ def main(argv: list[str] | None = None) -> int:
                              "start at zero)")
     parser.add_argument("--precision", choices=PRECISIONS, default=Recipe.precision,
                         help="the transformer's matmul precision: auto = bf16 on a GPU that has it and on a CPU with "
-                             "AMX (1.7x faster there), else fp32")
+                             "AMX or AVX-512 bf16 (1.4-1.8x faster there), else fp32")
     parser.add_argument("--pool-per-family", type=int,
                         help=f"training examples per task family on average (default {Recipe.pool_per_family})")
+    parser.add_argument("--stop-at-step", type=int,
+                        help="stop the transformer stage once it reaches this step (a multiple of 25) and export; the "
+                             "learning-rate schedule still runs to --steps, so a later run with the same --work resumes it")
+    parser.add_argument("--fill", choices=("convention", "random"), default=Recipe.fill,
+                        help="how caption and count targets draw what their words leave out (default: the convention)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--pool-only", action="store_true", help="only render the training pool, then exit")
     parser.add_argument("--threads", type=int, help="torch threads (1 is faster on a busy 2-core machine)")
     args = parser.parse_args(argv)
-    recipe = Recipe(seed=args.seed, precision=args.precision)
+    recipe = Recipe(seed=args.seed, precision=args.precision, fill=args.fill)
     if args.steps:
         recipe.steps = args.steps
     if args.learning_rate:
@@ -431,7 +514,7 @@ def main(argv: list[str] | None = None) -> int:
         work.mkdir(parents=True, exist_ok=True)
         load_or_build_pool(recipe, work)
         return 0
-    build(recipe, Path(args.out), work, args.init_from, args.max_minutes)
+    build(recipe, Path(args.out), work, args.init_from, args.max_minutes, args.stop_at_step)
     return 0
 
 

@@ -58,7 +58,10 @@ def _fewshot_pair(transform: str, rng: random.Random, size: int, params: dict) -
             return scene_picture(scene), scene_picture(Scene(params["background"], scene.objects, size))
         elif transform == "recolour":
             source, target = params["from"], params["to"]
-            scene = random_scene(rng, size, pairs=[p for p in SEEN_PAIRS if p[0] == source or rng.random() < 0.5])
+            pairs = [p for p in SEEN_PAIRS if p[0] == source or rng.random() < 0.5]
+            # The count is drawn as random_scene would draw it, then capped at the pairs there are (each object
+            # of a scene is a different pair): an unlucky draw of few pairs would otherwise ask the impossible.
+            scene = random_scene(rng, size, pairs=pairs, n_objects=min(rng.randint(1, 3), len(pairs)))
             recoloured = tuple(
                 SceneObject(o.shape, target, o.size, o.region) if o.color == source else o
                 for o in scene.objects

@@ -2,8 +2,9 @@
 world's grid.
 
 - caption: text-to-image from a caption of any detail. The same scene may be asked for with every size,
-  place and the background named, or as "a red circle": what a caption leaves out is drawn at random in the
-  target, so the model learns to fill it in. Places may be partial ("in a corner", "on the left"), words
+  place and the background named, or as "a red circle". What a caption leaves out is drawn by the
+  convention (`FILLS`): large, in the middle (several objects: left to right, top row first), orange or a
+  circle, on white; or, with fill="random", at random. Places may be partial ("in a corner", "on the left"), words
   vary ("tiny", "big", "on white", "a picture of", capitals, a full stop). The "eval" split holds only captions
   that leave something out; the "heldout" split frames them in phrasings no training caption uses.
 - count: "two blue squares", "three circles", "two triangles and a red circle": up to three objects, the same
@@ -11,6 +12,11 @@ world's grid.
 - upload_edit: recolour, remove and background edits of a `Photo` (any canvas size, objects of any size at
   any place, smooth edges, colours near the palette's, mild noise or JPEG); the target is the edited picture
   as the model's 64-pixel output. Its "eval" split holds recolours only.
+
+The convention exists because random filling gives the same words thousands of right pictures, and an
+undertrained model draws their average, a plain canvas; one right picture is learnt far faster. The words of a
+sample do not depend on the fill (both draw the same random numbers for them), so the evaluation sets and
+their judge are the same under either.
 
 Every sample's spec carries `stated`: what the caption or instruction constrains, which the judge checks
 and nothing more (a caption that names no place passes wherever its object is).
@@ -36,6 +42,21 @@ from .specs import IMG1, SEEN_PAIRS, Sample, TaskWeights, build_sample, pick, ra
 from .wording import colour_word, region_phrase, with_article
 
 NATURAL_FAMILIES = ("caption", "count", "upload_edit")
+
+# How a target fills in what its words leave out: "convention" (one right picture) or "random".
+FILLS = ("convention", "random")
+DEFAULT_FILL = "convention"
+# The convention, in order of preference: the first choice that fits the words and the scene is taken.
+CONVENTION_SIZES = ("large", "small")
+CONVENTION_COLORS = ("orange", "purple", "red", "green", "blue", "yellow")
+CONVENTION_SHAPES = ("circle", "square", "triangle")
+CONVENTION_BACKGROUND = "white"
+# Places for objects whose place is unsaid: one alone in the middle, several left to right, top row first.
+CONVENTION_PLACES = {1: ("center", "top left", "top right", "bottom left", "bottom right"),
+                     2: ("top left", "top right", "bottom left", "bottom right", "center"),
+                     3: ("top left", "top right", "bottom left", "bottom right", "center")}
+CONVENTION_SENTENCE = ("what you leave out is drawn large, in the middle (several objects left to right), "
+                       "orange or a circle, on white")
 
 # ----------------------------------------------------------------------------------------------
 # Words
@@ -98,9 +119,10 @@ def stated_object(shape=None, color=None, size=None, regions=None) -> dict:
 # caption
 
 
-def caption_scene(scene: Scene, rng: random.Random, leave_out_something: bool) -> tuple[str, dict]:
+def caption_scene(scene: Scene, rng: random.Random, leave_out_something: bool, with_order: bool = False):
     """Words for a scene that may leave out sizes, places, colours, shapes or the background; and what
-    they state. With `leave_out_something`, at least one size, place or the background goes unsaid."""
+    they state. With `leave_out_something`, at least one size, place or the background goes unsaid.
+    With `with_order`, also the order in which the text names the scene's objects."""
     while True:
         detail = rng.random()  # how much this caption says, from "a circle" to everything
         name_background = rng.random() < 0.3 + 0.5 * detail
@@ -133,7 +155,8 @@ def caption_scene(scene: Scene, rng: random.Random, leave_out_something: bool) -
     if name_background:
         text = f"{text} {background_phrase(scene.background, rng)}"
     # `stated` keeps the scene's order (the judge matches in any order; a test can then change one object)
-    return text, {"background": scene.background if name_background else None, "objects": stated}
+    spec = {"background": scene.background if name_background else None, "objects": stated}
+    return (text, spec, order) if with_order else (text, spec)
 
 
 def _join(phrases: Sequence[str]) -> str:
@@ -142,19 +165,68 @@ def _join(phrases: Sequence[str]) -> str:
     return ", ".join(phrases[:-1]) + " and " + phrases[-1]
 
 
-def make_caption(rng: random.Random, split: str, size: int) -> Sample:
+def make_caption(rng: random.Random, split: str, size: int, fill: str = DEFAULT_FILL) -> Sample:
+    _check_fill(fill)
     scene = random_scene(rng, size)
-    text, stated = caption_scene(scene, rng, leave_out_something=split != "train")
+    text, stated, order = caption_scene(scene, rng, leave_out_something=split != "train", with_order=True)
     instruction = dress(text, rng, HELDOUT_FRAMES if split == "heldout" else TRAIN_FRAMES)
+    if fill == "convention":
+        scene = conventional_scene(stated, [order.index(i) for i in range(len(order))], scene)
     return build_sample("caption", "caption", instruction, [], scene_picture(scene), split, stated=stated)
+
+
+def _check_fill(fill: str) -> None:
+    if fill not in FILLS:
+        raise ValueError(f"fill must be one of {list(FILLS)}, got {fill!r}")
+
+
+def conventional_scene(stated: dict, text_position: Sequence[int], fallback: Scene,
+                       allow_repeats: bool = False) -> Scene:
+    """The one scene the convention draws for these words: every stated attribute as stated, every unstated one
+    by preference (CONVENTION_*), objects placed in the order the words name them (`text_position[i]` is
+    where object i of `stated` stands in the text). When no conventional scene fits, `fallback` is returned."""
+    described = stated["objects"]
+    order = sorted(range(len(described)), key=lambda i: text_position[i])
+    places = CONVENTION_PLACES[len(described)]
+    for sizes in (CONVENTION_SIZES, CONVENTION_SIZES[::-1]):  # every unsaid size large, else every one small
+        placed: dict[int, SceneObject] = {}
+        for i in order:
+            obj = _conventional_object(described[i], sizes[0], places, list(placed.values()), allow_repeats)
+            if obj is None:
+                break
+            placed[i] = obj
+        else:
+            background = stated["background"] or CONVENTION_BACKGROUND
+            return Scene(background, tuple(placed[i] for i in range(len(described))), fallback.size)
+    return fallback
+
+
+def _conventional_object(words: dict, size: str, places: Sequence[str], others: list[SceneObject],
+                         allow_repeats: bool) -> SceneObject | None:
+    """The first object by preference that matches `words` and fits beside `others` (a place named in part
+    allows its regions; an unsaid place any)."""
+    pairs = [(c, s) for s in CONVENTION_SHAPES for c in CONVENTION_COLORS if (c, s) in SEEN_PAIRS
+             and words["color"] in (None, c) and words["shape"] in (None, s)]
+    pairs.sort(key=lambda p: (CONVENTION_COLORS.index(p[0]) if words["color"] is None else 0,
+                              CONVENTION_SHAPES.index(p[1])))
+    if words["shape"] is None and words["color"] is not None:  # "a red shape": the preferred shape first
+        pairs.sort(key=lambda p: CONVENTION_SHAPES.index(p[1]))
+    regions = [r for r in places if words["regions"] is None or r in words["regions"]]
+    for color, shape in pairs:
+        for region in regions:
+            obj = SceneObject(shape, color, words["size"] or size, region)
+            if scene_layout_problem(tuple(others) + (obj,), allow_repeats=allow_repeats) is None:
+                return obj
+    return None
 
 
 # ----------------------------------------------------------------------------------------------
 # count
 
 
-def make_count(rng: random.Random, split: str, size: int) -> Sample:
+def make_count(rng: random.Random, split: str, size: int, fill: str = DEFAULT_FILL) -> Sample:
     """One or two groups of objects, at least one counted ("two blue squares and a red circle")."""
+    _check_fill(fill)
     while True:
         first = rng.choice((2, 2, 3))
         counts = [first] + ([1] if first == 2 and rng.random() < 0.4 else [])
@@ -191,7 +263,20 @@ def make_count(rng: random.Random, split: str, size: int) -> Sample:
     if name_background:
         text = f"{text} {background_phrase(scene.background, rng)}"
     stated_spec = {"background": scene.background if name_background else None, "objects": stated}
-    return build_sample("count", "count", dress(text, rng), [], scene_picture(scene), split, stated=stated_spec)
+    instruction = dress(text, rng)
+    if fill == "convention":
+        scene = _conventional_count(stated_spec, groups, scene)
+    return build_sample("count", "count", instruction, [], scene_picture(scene), split, stated=stated_spec)
+
+
+def _conventional_count(stated: dict, groups, fallback: Scene) -> Scene:
+    """The convention's scene for a count: the groups in the order the words name them, left to right, top row
+    first; a group's unsaid colour, shape and size by preference, the same for all its members; no object that
+    also fits another group's words (the count stays exact)."""
+    scene = conventional_scene(stated, list(range(len(stated["objects"]))), fallback, allow_repeats=True)
+    if scene is fallback or not _groups_distinct(list(scene.objects), groups):
+        return fallback
+    return scene
 
 
 def _count_scene(rng: random.Random, size: int, groups) -> Scene | None:

@@ -49,6 +49,7 @@ FAMILIES: tuple[str, ...] = (
     "upload_edit",
 )
 SPLITS = ("train", "eval", "heldout")
+FILLED_FAMILIES = ("caption", "count")  # the families whose words may leave things out (see make_sample's fill)
 HELDOUT_FAMILIES = ("text_to_image", "edit", "caption")
 
 
@@ -96,8 +97,12 @@ def make_sample(
     split: str = "train",
     size: int = DEFAULT_SIZE,
     task_weights: Mapping[str, float] | None = None,
+    fill: str | None = None,
 ) -> Sample:
     """One random sample of a task family, drawn from `rng`.
+
+    `fill` ("convention" or "random", for the families in FILLED_FAMILIES) says how a target draws what its
+    words leave out; None takes the family's default (natural.DEFAULT_FILL).
 
     `task_weights` ({sub-task: weight}, for the families in SUB_TASKS) draws the sub-task in those proportions
     (a sub-task left out weighs 1) instead of uniformly. The training pool uses it to show more of what the
@@ -106,6 +111,10 @@ def make_sample(
     if family not in _MAKERS:
         raise ValueError(f"unknown task family {family!r}; choose one of {list(FAMILIES)}")
     _check_split(family, split)
+    if fill is not None:
+        if family not in FILLED_FAMILIES:
+            raise ValueError(f"task family {family!r} states everything it draws; fill applies to {list(FILLED_FAMILIES)}")
+        return _MAKERS[family](rng, split, size, fill=fill)
     if not task_weights:
         return _MAKERS[family](rng, split, size)
     if family not in SUB_TASKS:

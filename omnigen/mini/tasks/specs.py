@@ -82,6 +82,9 @@ def random_object(rng: random.Random, pairs: Sequence[tuple[str, str]], region: 
     return SceneObject(shape, color, rng.choice(SIZES), region)
 
 
+SCENE_ATTEMPTS = 10_000  # a possible scene fits within a few dozen draws; this bounds an impossible request
+
+
 def random_scene(
     rng: random.Random,
     size: int,
@@ -90,15 +93,24 @@ def random_scene(
     backgrounds: Sequence[str] = tuple(BACKGROUND_COLORS),
     distinct_shapes: bool = False,
 ) -> Scene:
-    """A valid random scene; redraws until the objects fit (distinct regions, pairs, no touching)."""
+    """A valid random scene; redraws until the objects fit (distinct regions, pairs, no touching).
+
+    Raises ValueError when no scene can hold `n_objects` objects of these pairs (more objects than distinct
+    pairs, shapes or regions), or when no fitting draw comes up in SCENE_ATTEMPTS tries."""
     count = n_objects if n_objects is not None else rng.randint(1, 3)
-    while True:
+    distinct = len(set(pairs)) if not distinct_shapes else len({shape for _, shape in pairs})
+    if not 1 <= count <= min(3, len(REGIONS)) or count > distinct:
+        what = "shapes" if distinct_shapes else "colour-shape pairs"
+        raise ValueError(f"a scene of {count} objects cannot be drawn from {distinct} distinct {what} "
+                         f"({sorted(set(pairs))}); a scene holds 1 to 3 objects, each a different {what[:-1]}")
+    for _ in range(SCENE_ATTEMPTS):
         regions = rng.sample(REGIONS, count)
         objects = tuple(random_object(rng, pairs, region) for region in regions)
         if distinct_shapes and len({o.shape for o in objects}) != len(objects):
             continue
         if scene_layout_problem(objects) is None:
             return Scene(rng.choice(list(backgrounds)), objects, size)
+    raise ValueError(f"no scene of {count} objects from {sorted(set(pairs))} fitted in {SCENE_ATTEMPTS} draws")
 
 
 def random_pose(rng: random.Random) -> Pose:
