@@ -254,6 +254,10 @@ def test_a_model_folder_trains_too(tiny_model_dir, tmp_path):
     pipe = OmniGenPipeline.from_pretrained(tiny_model_dir, device="cpu")
     pipe.load_lora(result.adapter)
     assert list(pipe.loras) == ["adapter"]
+    # Unless told otherwise, the run trains the unconditional branch its model's sampling runs.
+    trained = json.loads((tmp_path / "run" / "train_config.json").read_text())
+    assert trained["unconditional_prompt"] == pipe.default_settings.negative_prompt
+    assert trained["resolution"] == pipe.default_settings.max_input_image_size
 
 
 def test_gradient_checkpointing_trains_the_adapter_identically(pipe, tmp_path):

@@ -114,6 +114,19 @@ def test_the_example_dataset_is_sixteen_rectangles_in_the_output_folder(tmp_path
     assert train_data.example_rows(tmp_path) == rows  # written once, then read
 
 
+def test_the_committed_example_is_what_the_mini_world_writes(tmp_path):
+    """The studio reads assets/examples/lora-rectangle only; omnigen.mini.lora_example wrote it, and would write
+    the very same files again (python -m omnigen.mini.lora_example)."""
+    from omnigen.mini.lora_example import write_studio_example
+
+    written = write_studio_example(tmp_path)
+    committed = train_data.EXAMPLE_DIR
+    names = sorted(str(p.relative_to(committed)) for p in committed.rglob("*") if p.is_file())
+    assert names == sorted(str(p.relative_to(written)) for p in written.rglob("*") if p.is_file())
+    assert all((committed / name).read_bytes() == (written / name).read_bytes() for name in names)
+    assert train_data.example_config().lora.name == "rectangle"
+
+
 # ----------------------------------------------------------------------------- what the page shows
 
 
