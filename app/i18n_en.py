@@ -122,7 +122,9 @@ UI: dict[str, str] = {
     "picture_unreadable": "**No settings to restore**: the file could not be read.",
     "picture_found_prompt": "**Settings found**: the prompt and {count} settings can be restored.",
     "picture_found_no_prompt": "**Settings found**: {count} settings can be restored (no usable prompt).",
-    "picture_inputs": "It was made from **{count} input picture(s)** ({slots}): the settings do not hold pictures, so "
+    "picture_input_one": "It was made from **1 input picture** ({slots}): the settings do not hold pictures, so put "
+                         "the same one in that slot yourself.",
+    "picture_inputs": "It was made from **{count} input pictures** ({slots}): the settings do not hold pictures, so "
                       "put the same ones in those slots yourself.",
     "picture_no_inputs": "It was made from the prompt alone (no input pictures).",
     "picture_adapter_at": "{name} at {scale}",

@@ -109,6 +109,7 @@ UI: dict[str, str] = {
     "picture_unreadable": "**没有可恢复的设置**：无法读取该文件。",
     "picture_found_prompt": "**找到设置**：可以恢复提示词和 {count} 项设置。",
     "picture_found_no_prompt": "**找到设置**：可以恢复 {count} 项设置（没有可用的提示词）。",
+    "picture_input_one": "它由 **1 张输入图片**（{slots}）生成：设置中不含图片，请自己把同一张图片放进该槽位。",
     "picture_inputs": "它由 **{count} 张输入图片**（{slots}）生成：设置中不含图片，请自己把同样的图片放进这些槽位。",
     "picture_no_inputs": "它只由提示词生成（没有输入图片）。",
     "picture_adapter_at": "{name}，强度 {scale}",

@@ -26,7 +26,7 @@ def describe(found: PictureSettings, loaded: dict[str, float], lang: str | None 
     n = found.num_input_images
     if n:
         slots = ", ".join(f"{tr('image_word')} {k}" for k in range(1, n + 1))
-        lines.append(tr("picture_inputs", count=n, slots=slots))
+        lines.append(tr("picture_inputs" if n > 1 else "picture_input_one", count=n, slots=slots))
     else:
         lines.append(tr("picture_no_inputs"))
     if found.loras:
