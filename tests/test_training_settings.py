@@ -126,6 +126,10 @@ def test_an_fsdp_launch_the_trainer_cannot_honour_stops_before_anything_is_writt
     out = tmp_path / "run"
     with pytest.raises(ValueError, match="NO_SHARD is not supported.*ddp.yaml"):
         train(tiny_pipe.transformer, tiny_pipe.vae, tiny_pipe.processor, [], TrainConfig(out_dir=str(out)))
+    monkeypatch.setenv("FSDP_SHARDING_STRATEGY", "FULL_SHARD")
+    with pytest.raises(ValueError, match="fp16 is not supported under FSDP.*use bf16"):
+        train(tiny_pipe.transformer, tiny_pipe.vae, tiny_pipe.processor, [],
+              TrainConfig(out_dir=str(out), mixed_precision="fp16"))
     assert not out.exists()
 
 

@@ -104,6 +104,9 @@ def fsdp_plan_of_launch(config: TrainConfig) -> FsdpPlan | None:
     plan = FsdpPlan.from_env()
     if plan is not None:
         plan.check()
+        if config.mixed_precision == "fp16":
+            raise ValueError("mixed_precision fp16 is not supported under FSDP (its loss scaling is not made for "
+                             "sharded gradients here): use bf16")
         if not config.gradient_checkpointing and plan.activation_checkpointing:
             config.gradient_checkpointing = True  # fsdp_activation_checkpointing: the model's own switch
     return plan
