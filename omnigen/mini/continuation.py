@@ -9,7 +9,8 @@ the first prompts of the full evaluation's sets) is logged to work/progress.json
 shows within minutes. When the probe reads every old row within `--probe-slack` of its target and the new rows
 above the shipped model's, the candidate is judged at 50 per row (omnigen.mini.ship) and replaces the shipped
 model if it beats it. A kill loses at most the steps since the last checkpoint: rerun the same command and it
-resumes from work/transformer (touch work/STOP to end it cleanly after the current segment's checkpoint).
+resumes from work/transformer. `touch work/FINISH` ends the run after the current segment and its probe;
+`touch work/STOP` also cuts the segment short.
 """
 
 from __future__ import annotations
@@ -64,8 +65,8 @@ def run(args: argparse.Namespace, recipe: recipe_module.Recipe) -> int:
                 ship.ship(candidate, out, rows, args.ship_per_family, {**vars(args), "step": step}, Path(args.card))
                 shipped = rows
                 log(f"shipped step {step} to {out}")
-        if step >= recipe.steps or (work / "STOP").exists():
-            (work / "STOP").unlink(missing_ok=True)
+        if step >= recipe.steps or (work / "FINISH").exists():
+            (work / "FINISH").unlink(missing_ok=True)
             return 0
 
 
@@ -95,8 +96,13 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.threads:
         torch.set_num_threads(args.threads)
+    # The architecture is the one continued (a deeper recipe would grow it by block expansion).
+    shape = json.loads((Path(args.init_from) / "config.json").read_text())
     recipe = recipe_module.Recipe(steps=args.steps, learning_rate=args.learning_rate, decoder_steps=0,
-                                  pool_per_family=args.pool_per_family, precision=args.precision, fill=args.fill)
+                                  pool_per_family=args.pool_per_family, precision=args.precision, fill=args.fill,
+                                  hidden_size=shape["hidden_size"], num_hidden_layers=shape["num_hidden_layers"],
+                                  num_attention_heads=shape["num_attention_heads"],
+                                  intermediate_size=shape["intermediate_size"])
     if args.family_weights:
         unknown = set(args.family_weights) - set(recipe.family_weights)
         if unknown:

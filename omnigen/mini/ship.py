@@ -44,7 +44,10 @@ def evaluate_folder(folder: Path, per_family: int, log=None, families: Sequence[
     from .eval import evaluate
     from .tasks import FAMILIES
 
-    pipe = OmniGenPipeline.from_pretrained(folder, device="cpu")
+    import torch
+
+    # fp32 on whichever device there is: a decision reads the same on a GPU as here (noise is drawn on the CPU).
+    pipe = OmniGenPipeline.from_pretrained(folder, dtype=torch.float32)
     rows = evaluate(pipe, families or FAMILIES, per_family, DECISION["seed"], DECISION["steps"],
                     DECISION["guidance_scale"], DECISION["img_guidance_scale"], log=log)
     return {row["task"]: row["pass_rate"] for row in rows}
