@@ -25,14 +25,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-DEFAULT_NEGATIVE_PROMPT = (
-    "(((deformed))), blurry, over saturation, bad anatomy, disfigured, poorly drawn face, mutation, "
-    "mutated, (extra_limb), (ugly), (poorly drawn hands), fused fingers, messy drawing, broken legs censor, "
-    "censored, censor_bar"
-)
-
 from .images import crop_to_multiple_of_16, image_to_tensor, load_image
-from .settings import PATCH_PIXELS  # one token slot per 16x16 pixels: VAE factor 8 times patch size 2
+from .settings import OMNIGEN_V1_NEGATIVE_PROMPT, PATCH_PIXELS
 
 # The official split pattern. Anything else that looks like an image tag is reported as malformed.
 IMAGE_TAG_PATTERN = re.compile(r"<\|image_\d+\|>")
@@ -243,7 +237,7 @@ class OmniGenProcessor:
         *,
         height: int | Sequence[int] | None = None,
         width: int | Sequence[int] | None = None,
-        negative_prompt: str = DEFAULT_NEGATIVE_PROMPT,
+        negative_prompt: str = OMNIGEN_V1_NEGATIVE_PROMPT,
         use_img_guidance: bool = True,
         use_input_image_size_as_output: bool | int = False,
         max_input_image_size: int | None = None,

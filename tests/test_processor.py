@@ -10,7 +10,6 @@ from transformers import AutoTokenizer
 
 from omnigen.mini.tokenizer import train_tokenizer
 from omnigen.processor import (
-    DEFAULT_NEGATIVE_PROMPT,
     EncodedPrompt,
     OmniGenProcessor,
     add_prefix_instruction,
@@ -22,6 +21,7 @@ from omnigen.processor import (
     load_image,
     parse_image_tags,
 )
+from omnigen.settings import OMNIGEN_V1_NEGATIVE_PROMPT
 
 CORPUS = [
     "Generate an image according to the following instructions",
@@ -72,14 +72,6 @@ def test_template_wraps_the_prompt_exactly():
     assert add_prefix_instruction("a cat") == (
         "<|user|>\nGenerate an image according to the following instructions\n"
         "a cat<|end|>\n<|assistant|>\n<|diffusion|>"
-    )
-
-
-def test_default_negative_prompt_is_the_official_one():
-    assert DEFAULT_NEGATIVE_PROMPT == (
-        "(((deformed))), blurry, over saturation, bad anatomy, disfigured, poorly drawn face, mutation, mutated, "
-        "(extra_limb), (ugly), (poorly drawn hands), fused fingers, messy drawing, broken legs censor, censored, "
-        "censor_bar"
     )
 
 
@@ -334,7 +326,7 @@ def test_branches_cond_uncond_and_image_only(processor):
     (branches,) = processor("make <img><|image_1|></img> red", [picture], height=64, width=80)
     assert (branches.height, branches.width) == (64, 80)
     assert same_encoding(branches.cond, processor.encode("make <img><|image_1|></img> red", [picture]))
-    assert branches.uncond.input_ids == ids_of(processor, add_prefix_instruction(DEFAULT_NEGATIVE_PROMPT))
+    assert branches.uncond.input_ids == ids_of(processor, add_prefix_instruction(OMNIGEN_V1_NEGATIVE_PROMPT))
     assert branches.uncond.images == [] and branches.uncond.image_spans == []
     assert same_encoding(branches.img_cond, processor.encode("<img><|image_1|></img>", [picture]))
 

@@ -12,7 +12,6 @@ from PIL import Image
 from omnigen.cli import main as cli_main
 from omnigen.pipeline import DEFAULT_MODEL, OmniGenPipeline
 from omnigen.png import read_settings, save_png
-from omnigen.processor import DEFAULT_NEGATIVE_PROMPT
 from omnigen.settings import (GENERATION_CONFIG, OMNIGEN_V1_NEGATIVE_PROMPT, GenerationSettings, Limits,
                               model_defaults, parse_value, setting_fields)
 
@@ -112,7 +111,8 @@ def test_a_folder_that_states_defaults_has_them_used(tiny_model_dir, tmp_path):
 
 
 def test_the_embedded_model_keeps_the_negative_prompt_it_was_trained_with():
-    assert model_defaults(DEFAULT_MODEL, 64).negative_prompt == DEFAULT_NEGATIVE_PROMPT
+    stated = json.loads((DEFAULT_MODEL / GENERATION_CONFIG).read_text())["negative_prompt"]
+    assert model_defaults(DEFAULT_MODEL, 64).negative_prompt == stated != OMNIGEN_V1_NEGATIVE_PROMPT
 
 
 # ----------------------------------------------------------------------------- one request, one PNG

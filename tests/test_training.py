@@ -10,8 +10,8 @@ import torch
 from PIL import Image
 
 from omnigen.model import OmniGen, OmniGenConfig
-from omnigen.processor import DEFAULT_NEGATIVE_PROMPT, OmniGenProcessor, image_to_tensor
-from omnigen.settings import GenerationSettings
+from omnigen.processor import OmniGenProcessor, image_to_tensor
+from omnigen.settings import OMNIGEN_V1_NEGATIVE_PROMPT, GenerationSettings
 from omnigen.training import (DatasetError, Example, JsonlDataset, TrainConfig, TrainingCollator, edit_weight_map,
                               prepare_model, read_loss_log, train)
 from omnigen.training.collator import FULL, IMAGE_ONLY, UNCONDITIONAL
@@ -47,7 +47,7 @@ def model_dir(tmp_path_factory) -> Path:
     from omnigen.mini.tokenizer import train_tokenizer
 
     root = tmp_path_factory.mktemp("tiny-train-model")
-    train_tokenizer([e.instruction for e in examples()] * 4 + [DEFAULT_NEGATIVE_PROMPT], root, vocab_size=300)
+    train_tokenizer([e.instruction for e in examples()] * 4 + [OMNIGEN_V1_NEGATIVE_PROMPT], root, vocab_size=300)
     torch.manual_seed(0)
     model = OmniGen.from_config(OmniGenConfig(hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
                                               intermediate_size=128, vocab_size=300, pad_token_id=3,
