@@ -49,7 +49,35 @@ def setting_input(spec, default: Any) -> gr.components.Component:
     return gr.Number(default, precision=0 if kind is int else None, label=label)
 
 
+SERVER_PATH_REFUSED = ("An input file names a path on the server, which is never read: upload the file itself "
+                       "(gradio_client's handle_file does).")
+
+
+def word_the_refusal_of_server_paths() -> None:
+    """A request whose file input names a path on the server instead of an upload is refused by Gradio before any
+    handler runs, and the caller sees no reason ({"error": null}). Gradio checks every input file in
+    processing_utils._check_allowed; this keeps its check and gives its refusal of such an input a sentence."""
+    from gradio import processing_utils
+    from gradio.exceptions import InvalidPathError
+
+    check = getattr(processing_utils, "_check_allowed", None)
+    if check is None or getattr(check, "worded", False):
+        return
+
+    def check_allowed(path, check_in_upload_folder: bool) -> None:
+        try:
+            check(path, check_in_upload_folder)
+        except InvalidPathError:
+            if check_in_upload_folder:  # an input, not an output of the app
+                raise gr.Error(SERVER_PATH_REFUSED) from None
+            raise
+
+    check_allowed.worded = True
+    processing_utils._check_allowed = check_allowed
+
+
 def build_api_endpoints(studio: Studio) -> None:
+    word_the_refusal_of_server_paths()
     defaults = studio.defaults()
     with gr.Column(visible=False):
         inputs = [gr.Textbox(label="prompt")]

@@ -15,9 +15,10 @@ gradio_client = pytest.importorskip("gradio_client")
 from gradio_client import Client, handle_file  # noqa: E402
 from gradio_client.exceptions import AppError  # noqa: E402
 
-from omnigen.png import python_snippet, reproduce_kwargs  # noqa: E402
+from app.api import SERVER_PATH_REFUSED, SLOT_NAMES  # noqa: E402
+from omnigen.settings import setting_fields  # noqa: E402
 from omnigen.pipeline import DEFAULT_MODEL, OmniGenPipeline  # noqa: E402
-from omnigen.png import read_settings  # noqa: E402
+from omnigen.png import python_snippet, read_settings, reproduce_kwargs  # noqa: E402
 from studio_support import serve_studio  # noqa: E402
 
 STEPS = 3
@@ -156,11 +157,13 @@ def test_a_path_the_client_did_not_upload_is_not_read(server):
     before = set(outputs.glob("*.png"))
     secret = outputs.parent / "not-uploaded.png"
     Image.new("RGB", (32, 32), "red").save(secret)
-    data = ["<img><|image_1|></img> x", {"path": str(secret), "meta": {"_type": "gradio.FileData"}}] + [None] * 19
+    rest = len(SLOT_NAMES) + len(setting_fields())  # image_2..5, the mask, then every setting
+    data = ["<img><|image_1|></img> x", {"path": str(secret), "meta": {"_type": "gradio.FileData"}}] + [None] * rest
     posted = httpx.post(server["url"] + "gradio_api/call/generate", json={"data": data}, timeout=30)
     event_id = posted.json()["event_id"]
     answer = httpx.get(server["url"] + f"gradio_api/call/generate/{event_id}", timeout=60).text
     assert "event: error" in answer and "event: complete" not in answer
+    assert SERVER_PATH_REFUSED in answer and str(secret) not in answer  # a sentence, not {"error": null}
     assert set(outputs.glob("*.png")) == before  # refused before anything ran
 
 
