@@ -91,6 +91,15 @@ def test_a_candidate_ships_only_when_it_holds_every_target_and_gains_on_the_new_
     assert not ok and "gain nothing" in reasons[0]
 
 
+def test_a_probe_promises_when_old_rows_hold_near_their_targets_and_the_new_ones_gain():
+    from omnigen.mini.continuation import probe_promising
+
+    shipped = _rows(0.95, 0.2)
+    assert probe_promising(_rows(0.85, 0.3), shipped, slack=0.1)
+    assert not probe_promising({**_rows(0.95, 0.3), "edit": 0.6}, shipped, slack=0.1)
+    assert not probe_promising(_rows(0.95, 0.2), shipped, slack=0.1)
+
+
 def test_shipping_replaces_the_folder_whole_and_records_each_step(tmp_path):
     out, candidate, card = tmp_path / "shipped", tmp_path / "candidate", tmp_path / "card.md"
     for folder, steps, weights in ((out, 100, b"old"), (candidate, 250, b"new")):

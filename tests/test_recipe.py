@@ -123,3 +123,38 @@ def test_init_from_a_shallower_model_deepens_it(built, tmp_path):
 
     with pytest.raises(ValueError, match="has 2 decoder layers"):
         build(tiny_recipe(num_hidden_layers=1, decoder_steps=0), tmp_path / "m1", tmp_path / "w1", init_from=out)
+
+
+@pytest.mark.slow
+def test_a_continuation_probes_each_segment_ships_and_resumes(built, tmp_path, monkeypatch):
+    """The loop's plumbing on the toy model: a segment, its probe on every row, the full judgement, the swap with its
+    record, and a rerun that resumes. (Whether a probe promises and a candidate beats the shipped model are
+    `probe_promising`'s and `ship.decide`'s, tested alone: a toy model beats nothing, so here they are told yes.)"""
+    import argparse
+    import shutil
+
+    from omnigen.mini import continuation, ship
+
+    out, _ = built
+    shipped = tmp_path / "shipped"
+    shutil.copytree(out, shipped)
+    original = json.loads((shipped / "recipe.json").read_text())
+    monkeypatch.setattr(ship, "decide", lambda candidate, before: (True, []))
+    monkeypatch.setattr(continuation, "probe_promising", lambda probe, before, slack: True)
+    args = argparse.Namespace(work=str(tmp_path / "work"), init_from=str(shipped), out=str(shipped),
+                              card=str(tmp_path / "card.md"), segment_minutes=None, probe_per_family=1,
+                              probe_slack=1.0, ship_per_family=1)
+    assert continuation.run(args, tiny_recipe(steps=4, decoder_steps=0)) == 0
+    progress = [json.loads(line) for line in (tmp_path / "work" / "progress.jsonl").read_text().splitlines()]
+    assert [p["step"] for p in progress] == [4] and "caption (held-out phrasings)" in progress[0]["rows"]
+    record = json.loads((shipped / "recipe.json").read_text())
+    assert [s["trained_steps"] for s in record["shipments"]] == [4] and record["evaluation"]["settings"]["per_family"] == 1
+    assert record["continued_from"]["recipe"] == original["recipe"]
+    assert (shipped / "generation_config.json").is_file()
+    # A rerun with a longer schedule resumes the checkpoint; the lineage stays the run's first.
+    assert continuation.run(args, tiny_recipe(steps=6, decoder_steps=0)) == 0
+    progress = [json.loads(line) for line in (tmp_path / "work" / "progress.jsonl").read_text().splitlines()]
+    assert [p["step"] for p in progress] == [4, 6]
+    record = json.loads((shipped / "recipe.json").read_text())
+    assert [s["trained_steps"] for s in record["shipments"]] == [4, 6]
+    assert record["continued_from"]["recipe"] == original["recipe"]

@@ -85,7 +85,7 @@ class Recipe:
     vae_pool_size: int = 8000
     # Decoder-only training after the transformer's (the latents stay fixed). Counted in steps, not minutes (an
     # earlier recipe gave it 20 minutes), so the same recipe gives the same decoder on any machine and device;
-    # on this 2-core machine a step takes 0.27 s (1,000 in 4.5 min), so 4,000 are about the old 20 minutes.
+    # on 2 cores of an Intel Xeon a step took 0.27 s (1,000 in 4.5 min), so 4,000 are about the old 20 minutes.
     decoder_steps: int = 4000
     hidden_size: int = 192
     # The shipped model had 6 layers to step 64,550, then was deepened to 8 by block expansion (--layers 8).
