@@ -24,6 +24,7 @@ from omnigen.settings import (GenerationSettings, random_seed, read_value, setti
 
 from . import history as hist
 from .adapters_ui import adapter_view, build_adapters_panel, view_outputs, wire_adapters
+from .composition_ui import build_composition_panel, wire_composition
 from .engine import GPU_QUEUE, MAX_INPUT_IMAGES, Studio
 from .history_ui import wire_history
 from .i18n import choice_pairs, t, t_then, text, translate, translator
@@ -60,6 +61,7 @@ def build_generate_tab(studio: Studio) -> tuple[dict[str, Any], dict[str, Any]]:
                  functools.partial(page_values_from_settings, top=studio.pipe.max_image_side))
     wire_generation(studio, page, shown)
     wire_history(studio, page, shown, page_values_from_settings)
+    wire_composition(studio, page, shown, FIELDS, settings_from_page, page_values_from_settings)
     return page, shown
 
 
@@ -92,6 +94,7 @@ def build_input_column(studio: Studio) -> dict[str, Any]:
     page["panel"] = build_settings_panel(studio, studio.defaults())
     page["adapters"] = build_adapters_panel(studio)
     page["picture"] = build_picture_panel()
+    page["composition"] = build_composition_panel()
     return page
 
 
@@ -113,6 +116,7 @@ def build_output_column(studio: Studio) -> dict[str, Any]:
                                         elem_id="use-slot", scale=1)
         shown["use_as_input"] = gr.Button(t("use_as_input"), elem_id="use-as-input", scale=1)
         shown["reuse"] = gr.Button(t("reuse"), elem_id="reuse", scale=2)
+        shown["to_composition"] = gr.Button(t("history_to_composition"), elem_id="to-composition", scale=1)
         shown["download"] = gr.DownloadButton(t("download_png"), visible=False, elem_id="download", scale=1)
     shown["settings_json"] = gr.JSON(label=t("settings_json"),
                                      elem_id="settings-json")

@@ -209,6 +209,53 @@ UI: dict[str, str] = {
     "error_train_remove": "Click a row's thumbnail first, then Remove.",
     "info_train_added": "Added {count} row(s) from the upload.",
     "train_dataset_problems": "Dataset problems",
+    # the Grid tab
+    "tab_grid": "Grid",
+    "grid_intro": "A comparison grid of the Generate tab's prompt, pictures and settings: one picture per value of the "
+                  "axis across, and per value of the axis down if you choose one. Values: a list (0, 1, 2; prompts "
+                  "and file names separated by |) or, for numbers, a range START..END:COUNT (1.5..3.5:3). Every "
+                  "cell is an ordinary result, kept in the history.",
+    "grid_x_axis": "Across (x)",
+    "grid_y_axis": "Down (y)",
+    "grid_values": "Values",
+    "grid_no_axis": "(none)",
+    "grid_run": "Run grid",
+    "grid_cancel": "Cancel grid",
+    "grid_cells": "Cells",
+    "grid_image": "Grid image",
+    "grid_ready": "Choose the axes and their values, then run the grid.",
+    "status_grid_cell": "Cell {cell} of {count} ({label}): step {step} of {total}",
+    "status_grid_done": "Grid done: {done} of {count} cells made; each is in the history.{failed}",
+    "status_grid_failed": " {failed} cell(s) failed: the reason is written in their place.",
+    "status_grid_cancelled": "Grid cancelled after {done} of {count} cells; the finished ones are in the history.",
+    "progress_grid_cell": "cell {cell}/{count}",
+    # compositions
+    "composition_accordion": "Composition: save or load this tab",
+    "composition_save": "Save composition",
+    "composition_download": "Download composition",
+    "composition_load": "Load a composition (.zip)",
+    "info_composition_loaded": "Composition loaded: its prompt, {count} picture(s), settings and preset.",
+    "warning_adapter_missing": "The composition uses the adapter {name} at {strength}, which is not loaded: load it "
+                               "under that name to get the same pictures.",
+    "history_to_composition": "Send to composition",
+    # the Batch tab
+    "tab_batch": "Batch",
+    "batch_intro": "Many pictures at once with the Generate tab's settings: upload pictures and write one "
+                   "instruction, or upload a jobs file (one JSON object a line: \"prompt\", \"images\" by file "
+                   "name, any setting) with the pictures it names. The results (a PNG with its settings each, and "
+                   "results.jsonl) come as one zip.",
+    "batch_pictures": "Pictures",
+    "batch_jobs_file": "Jobs file (.jsonl, optional)",
+    "batch_instruction": "Instruction for every picture",
+    "batch_instruction_placeholder": "make the background white",
+    "batch_run": "Run batch",
+    "batch_cancel": "Cancel batch",
+    "batch_download": "Download results (.zip)",
+    "batch_ready": "Upload the pictures (and a jobs file, or an instruction), then run.",
+    "status_batch_job": "Job {job} of {count}: step {step} of {total}",
+    "status_batch_done": "Batch done: {done} of {count} job(s) made, {failed} failed.",
+    "status_batch_cancelled": "Batch cancelled after {done} of {count} job(s); the zip holds the finished ones.",
+    "error_batch_nothing": "Upload pictures with an instruction, or a jobs file.",
 }
 
 

@@ -15,12 +15,14 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import gradio as gr
 
 from omnigen.errors import sentence
 
-from .engine import current_studio, gpu_job_events
+from .engine import Studio, current_studio, gpu_job_events
+from .i18n import text
 from .jobs import DoneEvent, FailedEvent, GenerationJob, StepEvent
 
 Progress = Callable[[StepEvent], None]
@@ -68,3 +70,23 @@ def follow_job(job: GenerationJob, tr: Callable[..., str], stop: threading.Event
             yield event
     finally:
         events.close()
+
+
+def stop_key(request: gr.Request, kind: str) -> str:
+    """The name of a page's stop flag in studio.live for a kind of run ("grid", "batch"), beside its Generate's."""
+    return f"{request.session_hash}/{kind}"
+
+
+def run_controls(studio: Studio, kind: str) -> tuple[Callable, Callable]:
+    """(arm, stop) handlers of a tab's Run and Cancel buttons: a fresh stop flag for the page's next run of `kind`,
+    and setting it (the run stops within a step and says so in its status)."""
+
+    def arm(request: gr.Request) -> None:
+        studio.live.arm_generation(stop_key(request, kind))
+
+    def stop(request: gr.Request) -> Any:
+        if studio.live.stop_generation(stop_key(request, kind)):
+            return gr.skip()  # the run itself says so within a step; an answer here could arrive after it
+        return text("status_nothing_running", request)
+
+    return arm, stop

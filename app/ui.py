@@ -1,4 +1,5 @@
-"""The studio page: a header, the Generate tab (app/generate_tab.py), any extra tabs, and the hidden API endpoints.
+"""The studio page: a header, the Generate tab (app/generate_tab.py), the Grid and Batch tabs (app/grid_tab.py,
+app/batch_tab.py; Batch is off on a Space unless the host turns it on), any extra tabs, and the hidden API endpoints.
 
     demo = build_app(studio, extra_tabs=[build_train_tab])   # each builder: (studio) -> None, makes a gr.Tab
     demo.launch(**launch_options(studio))
@@ -17,8 +18,10 @@ import gradio as gr
 from . import history as hist
 from .adapters_ui import adapter_view, view_outputs
 from .api import build_api_endpoints
+from .batch_tab import batch_enabled, build_batch_tab
 from .engine import Studio, set_studio
 from .generate_tab import build_generate_tab, history_note
+from .grid_tab import build_grid_tab
 from .i18n import I18N, t, translator
 from .presets_ui import preset_page_texts
 from .prompt_ui import render_prompt
@@ -40,6 +43,7 @@ CSS = """
 #results img, #preview img, #history img, #before-after img, #picture-drop img { image-rendering: pixelated; }
 #preview img, #picture-drop img { width: 100%; height: 100%; object-fit: contain; }
 #results img, #history img { object-fit: contain !important; }
+#grid-cells img, #grid-image img, #batch-results img { image-rendering: pixelated; object-fit: contain !important; }
 """
 
 
@@ -57,6 +61,9 @@ def build_app(studio: Studio, extra_tabs: Sequence[TabBuilder] = ()) -> gr.Block
         with gr.Tabs():
             with gr.Tab(t("tab_generate"), id="generate") as generate_tab:
                 page, shown = build_generate_tab(studio)
+            build_grid_tab(studio, page, shown)
+            if batch_enabled():
+                build_batch_tab(studio, page)
             for builder in extra_tabs:
                 builder(studio)
         build_api_endpoints(studio)

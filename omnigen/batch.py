@@ -239,14 +239,21 @@ def write_results(out: str | os.PathLike, jobs: Sequence[BatchJob], base: Genera
     errors = logged_errors(out)
     lines = []
     for job in jobs:
-        digest = job.digest(base)
-        entry: dict[str, Any] = {"index": job.index, "name": job.name, "source": job.source, "prompt": job.prompt}
-        if is_done(out, job, digest):
-            entry.update(file=output_path(out, job).name, seed=job.settings(base).seed)
+        if is_done(out, job, job.digest(base)):
+            lines.append(result_line(job, base, output_path(out, job).name))
         else:
-            entry.update(file=None, error=errors.get(job.index, "not made yet: run the batch again"))
-        lines.append(json.dumps(entry, ensure_ascii=False))
-    return atomic_write_text(out / RESULTS, "".join(line + "\n" for line in lines))
+            lines.append(result_line(job, base, None, errors.get(job.index, "not made yet: run the batch again")))
+    return atomic_write_text(out / RESULTS, "".join(lines))
+
+
+def result_line(job: BatchJob, base: GenerationSettings, file: str | None, error: str | None = None) -> str:
+    """One line of results.jsonl: the job, and its file and seed, or why it has none."""
+    entry: dict[str, Any] = {"index": job.index, "name": job.name, "source": job.source, "prompt": job.prompt}
+    if file:
+        entry.update(file=file, seed=job.settings(base).seed)
+    else:
+        entry.update(file=None, error=error)
+    return json.dumps(entry, ensure_ascii=False) + "\n"
 
 
 def logged_errors(out: Path) -> dict[int, str]:

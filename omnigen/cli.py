@@ -150,7 +150,7 @@ def add_grid_parser(subparsers) -> None:
     p.add_argument("--y", default=None, metavar="AXIS=VALUES", help="the axis down (optional), written as --x")
     p.add_argument("--out", default="grid.png", help="the grid image; each cell's PNG goes to OUT-cells/")
     p.add_argument("--max-cells", type=int, default=None, help="refuse a grid of more cells (default: "
-                   "omnigen.settings.Limits' max_grid_cells)")
+                   "omnigen.settings.Limits' max_grid_cells; 0: no limit)")
     add_model_arguments(p)
     add_settings_arguments(p)
     p.set_defaults(func=run_grid_command)
@@ -168,7 +168,7 @@ def axis_argument(flag: str, text: str | None):
 
 
 def run_grid_command(args) -> int:
-    from .grid import grid_description, run_grid, save_grid, with_paths
+    from .grid import DEFAULT_MAX_CELLS, grid_description, run_grid, save_grid, with_paths
     from .pipeline import OmniGenPipeline
 
     x, y = axis_argument("--x", args.x), axis_argument("--y", args.y)  # refused before the model loads
@@ -180,7 +180,8 @@ def run_grid_command(args) -> int:
         pipe.load_lora(path, scale=scale)
     settings = pipe.settings(settings_from_args(args, pipe.default_settings))
     report = lambda cell: print(f"{cell.caption}: {cell.error or 'done'}", file=sys.stderr)  # noqa: E731
-    grid = run_grid(pipe, args.prompt, args.image, settings, x=x, y=y, max_cells=args.max_cells, on_cell=report)
+    limit = DEFAULT_MAX_CELLS if args.max_cells is None else args.max_cells or None
+    grid = run_grid(pipe, args.prompt, args.image, settings, x=x, y=y, max_cells=limit, on_cell=report)
     with_paths(grid.cells, target.with_name(f"{target.stem}-cells"))
     save_grid(grid.image, target, grid_description(grid.cells, x, y))
     print(target)

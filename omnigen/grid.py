@@ -36,6 +36,7 @@ SETTING_AXES = ("seed", "guidance_scale", "img_guidance_scale", "num_inference_s
 SPECIAL_AXES = ("guidance_interval", "prompt")  # and image_K, lora:NAME
 SHORT_NAMES = {"guidance_scale": "guidance", "img_guidance_scale": "image guidance", "num_inference_steps": "steps",
                "guidance_interval": "interval", "max_input_image_size": "max input", "cache_threshold": "step cache"}
+DEFAULT_MAX_CELLS = Limits().max_grid_cells  # None: no limit
 RANGE = re.compile(r"\s*(-?[\d.]+(?:e-?\d+)?)\s*\.\.\s*(-?[\d.]+(?:e-?\d+)?)\s*:\s*(\d+)\s*")
 
 
@@ -176,15 +177,14 @@ class Cell:
 
 
 def plan_cells(prompt: str, images: Sequence[Any], settings: GenerationSettings, x: Axis, y: Axis | None = None,
-               max_cells: int | None = None, max_side: int | None = None) -> list[Cell]:
+               max_cells: int | None = DEFAULT_MAX_CELLS, max_side: int | None = None) -> list[Cell]:
     """Every cell of the grid, row by row (y down, x across), each checked: a bad value or a grid over the cell
-    limit is refused before anything runs; a cell whose combination of values is not valid gets its reason in
-`error` and is not run. Each cell makes one picture."""
-    limit = Limits().max_grid_cells if max_cells is None else max_cells
+    limit (None: no limit) is refused before anything runs; a cell whose combination of values is not valid gets
+    its reason in `error` and is not run. Each cell makes one picture."""
     count = len(x.values) * (len(y.values) if y else 1)
-    if limit and count > limit:
+    if max_cells and count > max_cells:
         raise GridError(f"the grid has {count} cells ({len(x.values)} x {len(y.values) if y else 1}), over the limit "
-                        f"of {limit} (max_grid_cells); use fewer values")
+                        f"of {max_cells} (max_grid_cells); use fewer values")
     if y is not None and y.name == x.name:
         raise GridError(f"both axes are {x.name}; choose two different axes")
     cells = []
@@ -232,7 +232,7 @@ class GridResult:
 
 
 def run_grid(pipe, prompt: str, images: Sequence[Any] = (), settings: GenerationSettings | None = None, *,
-             x: Axis, y: Axis | None = None, max_cells: int | None = None,
+             x: Axis, y: Axis | None = None, max_cells: int | None = DEFAULT_MAX_CELLS,
              on_cell: Callable[[Cell], None] | None = None) -> GridResult:
     """Run every cell with `pipe` (an OmniGenPipeline) and draw the grid. Adapter axes need the adapter loaded
     (pipe.load_lora); its strength is put back afterwards. A failing cell keeps its reason; the others go on."""
@@ -316,7 +316,8 @@ def grid_image(cells: list[Cell], x: Axis, y: Axis | None = None, min_cell: int 
     probe = ImageDraw.Draw(Image.new("RGB", (1, 1)))
     headers = [wrap(x.label(value), cw, typeface, probe) for value in x.values]
     top = (size + 4) * max(len(lines) for lines in headers) + 2 * gap
-    left = 0 if y is None else min(cw, int(max(probe.textlength(y.label(v), font=typeface) for v in y.values))) + 2 * gap
+    widest = 0 if y is None else max(probe.textlength(y.label(v), font=typeface) for v in y.values)
+    left = 0 if y is None else min(cw, int(widest)) + 2 * gap
     columns, rows = len(x.values), len(y.values) if y else 1
     canvas = Image.new("RGB", (left + columns * (cw + gap), top + rows * (ch + gap)), "white")
     draw = ImageDraw.Draw(canvas)
@@ -345,6 +346,14 @@ def draw_failure(draw: ImageDraw.ImageDraw, box: tuple[int, int], size: tuple[in
     small = font(max(10, text_size - 2))
     for i, line in enumerate(wrap(reason, w - 8, small, draw, lines=max(1, h // (text_size + 2) - 1))):
         draw.text((x0 + 4, y0 + 4 + i * (text_size + 2)), line, (176, 0, 32), small)
+
+
+def failed_cell_image(reason: str, size: tuple[int, int], min_cell: int = 160) -> Image.Image:
+    """A failed cell on its own (for a gallery of cells): grey, its reason written in it."""
+    zoom = max(1, math.ceil(min_cell / max(size)))
+    picture = Image.new("RGB", (size[0] * zoom, size[1] * zoom), "white")
+    draw_failure(ImageDraw.Draw(picture), (0, 0), picture.size, reason, max(12, min(28, picture.width // 11)))
+    return picture
 
 
 def grid_description(cells: list[Cell], x: Axis, y: Axis | None) -> dict[str, Any]:

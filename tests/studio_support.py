@@ -77,3 +77,43 @@ def screenshot(page, name: str) -> None:
     """The whole page as test-artifacts/NAME.png."""
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
+
+
+def set_number(page, elem_id: str, value: float) -> None:
+    """Type a value into a number or slider widget's box and confirm it."""
+    box = page.locator(f"#{elem_id} input[type=number]")
+    box.fill(str(value))
+    box.press("Enter")
+
+
+def two_shapes_scene(path: Path) -> Path:
+    """A 64x64 picture the embedded model knows: a red square at the top left, a blue one at the bottom right."""
+    from PIL import Image
+
+    picture = Image.new("RGB", (64, 64), (255, 255, 255))
+    picture.paste((220, 30, 30), (8, 8, 28, 28))
+    picture.paste((30, 30, 220), (36, 36, 56, 56))
+    picture.save(path)
+    return path
+
+
+def studio_fixtures(folder: str, timeout_ms: int, expect) -> tuple:
+    """Two module-scoped fixtures for a browser-test module: `served` (the studio on the embedded model, its outputs
+    in a fresh `folder`) and `page` (one Chromium page on it, the Generate button shown). In the module:
+    `served, page = studio_fixtures("grid-outputs", TIMEOUT_MS, expect)`."""
+    import pytest
+
+    from omnigen.pipeline import DEFAULT_MODEL
+
+    @pytest.fixture(scope="module")
+    def served(tmp_path_factory):
+        with serve_studio(DEFAULT_MODEL, tmp_path_factory.mktemp(folder)) as studio:
+            yield studio
+
+    @pytest.fixture(scope="module")
+    def page(served):
+        with chromium_page(served["url"], timeout_ms) as opened:
+            expect(opened.locator("#generate")).to_be_visible()
+            yield opened
+
+    return served, page

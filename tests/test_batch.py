@@ -79,7 +79,7 @@ def test_jobs_are_read_with_their_settings_names_and_own_seeds(tmp_path):
     ('{"prompt": "x", "colour": "red"}', r"line 2 of jobs.jsonl: unknown key\(s\) colour"),
     ('{"prompt": "x", "name": "../up"}', r"line 2 of jobs.jsonl: the name '../up' is not a plain file name"),
     ('{"prompt": "x", "name": "0001"}', r"line 2 of jobs.jsonl and line 1 of jobs.jsonl both write 0001.png"),
-    ('{"prompt": "x", "num_inference_steps": 2, "num_images_per_prompt": 2}', r"line 2 of jobs.jsonl: a job makes one picture"),
+    ('{"prompt": "x", "num_images_per_prompt": 2}', r"line 2 of jobs.jsonl: a job makes one picture"),
 ])
 def test_a_bad_line_is_refused_by_its_number(tmp_path, line, message):
     path = tmp_path / "jobs.jsonl"
@@ -182,3 +182,16 @@ def test_two_processes_each_make_their_own_share_and_the_same_files(uninterrupte
     assert (out / "results.jsonl").read_bytes() == (reference / "results.jsonl").read_bytes()
     shares = {rank: [e["index"] for e in entries] for rank, entries in logged(out).items()}
     assert shares == {0: list(range(0, 20, 2)), 1: list(range(1, 20, 2))}  # each only its own, none twice
+
+
+@pytest.mark.parametrize("space, setting, enabled", [
+    (None, None, True), ("someone/studio", None, False), ("someone/studio", "1", True), (None, "0", False)])
+def test_the_studios_batch_tab_is_off_on_a_space_unless_the_host_turns_it_on(monkeypatch, space, setting, enabled):
+    from app.batch_tab import ENABLE_ENV, batch_enabled
+
+    for name, value in (("SPACE_ID", space), (ENABLE_ENV, setting)):
+        if value is None:
+            monkeypatch.delenv(name, raising=False)
+        else:
+            monkeypatch.setenv(name, value)
+    assert batch_enabled() is enabled

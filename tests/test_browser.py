@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from studio_support import browser_expect, chromium_page, screenshot, serve_studio
+from studio_support import (browser_expect, chromium_page, screenshot, serve_studio, set_number,
+                            two_shapes_scene)
 
 TIMEOUT_MS = 45_000
 expect = browser_expect(TIMEOUT_MS)
@@ -19,7 +20,6 @@ pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 from omnigen.pipeline import DEFAULT_MODEL  # noqa: E402
 from omnigen.png import read_settings  # noqa: E402
-
 
 
 @pytest.fixture(scope="module")
@@ -37,22 +37,11 @@ def page(studio_url):
 
 @pytest.fixture(scope="module")
 def scene(tmp_path_factory) -> Path:
-    picture = Image.new("RGB", (64, 64), (255, 255, 255))
-    picture.paste((220, 30, 30), (8, 8, 28, 28))
-    picture.paste((30, 30, 220), (36, 36, 56, 56))
-    path = tmp_path_factory.mktemp("browser-inputs") / "scene.png"
-    picture.save(path)
-    return path
+    return two_shapes_scene(tmp_path_factory.mktemp("browser-inputs") / "scene.png")
 
 
 def shoot(page, name: str) -> None:
     screenshot(page, f"browser-{name}")
-
-
-def set_number(page, elem_id: str, value: int) -> None:
-    box = page.locator(f"#{elem_id} input[type=number]")
-    box.fill(str(value))
-    box.press("Enter")
 
 
 def test_the_header_names_model_device_and_dtype(page):

@@ -16,7 +16,7 @@ import torch
 from PIL import Image, PngImagePlugin
 from safetensors.torch import save_file
 
-from studio_support import browser_expect, chromium_page, screenshot, serve_studio
+from studio_support import browser_expect, screenshot, serve_studio, set_number, studio_fixtures
 
 TIMEOUT_MS = 45_000
 expect = browser_expect(TIMEOUT_MS)
@@ -28,18 +28,7 @@ from omnigen.png import read_settings  # noqa: E402
 from omnigen.settings import GenerationSettings  # noqa: E402
 
 
-
-@pytest.fixture(scope="module")
-def served(tmp_path_factory):
-    with serve_studio(DEFAULT_MODEL, tmp_path_factory.mktemp("studio-outputs")) as served:
-        yield served
-
-
-@pytest.fixture(scope="module")
-def page(served):
-    with chromium_page(served["url"], TIMEOUT_MS) as page:
-        expect(page.locator("#generate")).to_be_visible()
-        yield page
+served, page = studio_fixtures("studio-outputs", TIMEOUT_MS, expect)
 
 
 @pytest.fixture(scope="module")
@@ -75,12 +64,6 @@ def files(tmp_path_factory, served) -> dict[str, Path]:
 
 def shoot(page, name: str) -> None:
     screenshot(page, f"studio-{name}")
-
-
-def set_number(page, elem_id: str, value) -> None:
-    box = page.locator(f"#{elem_id} input[type=number]")
-    box.fill(str(value))
-    box.press("Enter")
 
 
 def open_section(page, title: str, inside: str) -> None:

@@ -10,7 +10,7 @@ import re
 from pathlib import Path
 
 import pytest
-from studio_support import CHROMIUM, chromium_page, screenshot, serve_studio
+from studio_support import CHROMIUM, chromium_page, screenshot, serve_studio, set_number
 
 from omnigen.pipeline import DEFAULT_MODEL as MODEL
 if not CHROMIUM.exists():
@@ -47,12 +47,6 @@ def page(studio_url):
 
 def shoot(page, name: str) -> None:
     screenshot(page, f"browser-train-{name}")
-
-
-def set_number(page, elem_id: str, value: int) -> None:
-    box = page.locator(f"#{elem_id} input[type=number]")
-    box.fill(str(value))
-    box.press("Enter")
 
 
 def test_a_bad_jsonl_upload_is_explained_by_line(page, tmp_path):
