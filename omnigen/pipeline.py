@@ -90,7 +90,7 @@ class OmniGenPipeline:
         self.device, self.dtype, self.model_id = device, dtype, model_id
         native = transformer.config.native_image_size
         # What a call uses for every setting it does not give: the library's, the model's size and its folder's.
-        self.default_settings = default_settings or model_defaults(None, native, transformer.config.extra)
+        self.default_settings = default_settings or model_defaults(None, native)
         self.offload: str | None = None
         self.progress_bar_config: dict = {}
         self.loras: dict[str, float] = {}
@@ -133,7 +133,7 @@ class OmniGenPipeline:
             raise ValueError(f"{model_dir}: the VAE has {vae.config.latent_channels} latent channels but the "
                              f"transformer expects {config.in_channels}")
         processor = OmniGenProcessor.from_pretrained(model_dir)
-        defaults = model_defaults(model_dir, config.native_image_size, config.extra)
+        defaults = model_defaults(model_dir, config.native_image_size)
         pipe = cls(transformer, vae, processor, device, dtype, model_id=model_id, default_settings=defaults)
         pipe.quantize = quantize
         pipe.set_offload(offload)

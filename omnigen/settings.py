@@ -280,19 +280,13 @@ def _whole_number(name: str, text: Any) -> int:
 # ----------------------------------------------------------------------------- a model's own defaults
 
 
-def model_defaults(model_dir: str | Path | None, native_size: int, config_extra: dict | None = None,
-                   ) -> GenerationSettings:
+def model_defaults(model_dir: str | Path | None, native_size: int) -> GenerationSettings:
     """The library's defaults, with the model's native size and what its folder states on top.
 
-    A folder states defaults in `generation_config.json` (any setting marked model_default); config.json's
-    `max_input_image_size` and `default_num_inference_steps` are read too, for folders made before.
+    A folder states defaults in `generation_config.json` (any setting marked model_default); nothing else in the
+    folder sets a generation default.
     """
     stated: dict[str, Any] = {"height": native_size, "width": native_size}
-    extra = config_extra or {}
-    if "max_input_image_size" in extra:
-        stated["max_input_image_size"] = extra["max_input_image_size"]
-    if "default_num_inference_steps" in extra:
-        stated["num_inference_steps"] = extra["default_num_inference_steps"]
     if model_dir is not None:
         stated.update(read_generation_config(Path(model_dir)))
     try:

@@ -115,6 +115,21 @@ def test_the_embedded_model_keeps_the_negative_prompt_it_was_trained_with():
     assert model_defaults(DEFAULT_MODEL, 64).negative_prompt == stated != OMNIGEN_V1_NEGATIVE_PROMPT
 
 
+def test_only_generation_config_states_defaults(tiny_model_dir, tmp_path):
+    """config.json's keys are the architecture's: a generation default there is not read (the recipe states
+    the embedded model's in generation_config.json, its inputs at the native size included)."""
+    import shutil
+
+    folder = tmp_path / "model"
+    shutil.copytree(tiny_model_dir, folder)
+    config = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps({**config, "max_input_image_size": 64,
+                                                    "default_num_inference_steps": 7}))
+    defaults = model_defaults(folder, 64)
+    assert (defaults.max_input_image_size, defaults.num_inference_steps) == (1024, 50)
+    assert model_defaults(DEFAULT_MODEL, 64).max_input_image_size == 64
+
+
 # ----------------------------------------------------------------------------- one request, one PNG
 
 

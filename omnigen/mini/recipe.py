@@ -397,8 +397,9 @@ def export(model, config: dict, tokenizer_dir: Path, vae_dir: Path, out: Path, r
 
 
 def generation_config(recipe: Recipe) -> dict:
-    """The sampling defaults the folder states: the recipe's, with the negative prompt the model was trained on."""
-    return {"negative_prompt": recipe.negative_prompt, **recipe.generation}
+    """The defaults the folder states: the recipe's sampling, the negative prompt the model was trained on, and
+    inputs brought to the native size the model was trained at."""
+    return {"negative_prompt": recipe.negative_prompt, **recipe.generation, "max_input_image_size": recipe.image_size}
 
 
 def read_lineage(folder: Path) -> dict | str:

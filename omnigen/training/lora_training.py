@@ -91,7 +91,7 @@ def load_pipeline_for_training(model: str | os.PathLike | None, config: TrainCon
     config_of_model = load_config(model_dir)
     with torch.device("meta"):
         transformer = OmniGen.from_config(config_of_model).to(dtype)
-    defaults = model_defaults(model_dir, config_of_model.native_image_size, config_of_model.extra)
+    defaults = model_defaults(model_dir, config_of_model.native_image_size)
     return OmniGenPipeline(transformer, vae_io.load_vae(model_dir), OmniGenProcessor.from_pretrained(model_dir),
                            torch.device("cpu"), dtype, model_id=model_id, default_settings=defaults)
 
