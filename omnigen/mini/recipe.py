@@ -39,10 +39,12 @@ from ..files import atomic_folder, atomic_write_bytes
 #   steps 46,000-56,500: text_to_image 2.5, tryon 0.5, segment 2.5, fewshot 3.5, edit 4.0, subject 1.5,
 #                        depth_extract 1.25, edges 1.75 (the rest as below)
 # The last three families (tasks.natural: captions that leave things out, counts, edits of uploaded pictures)
-# joined the mix after the shipped model's 69,550 steps; a 6,000-step continuation with these weights learnt
-# part of them and lost edit below its target, so it was not shipped (docs/omnigen-mini.md).
+# joined the mix after step 69,550; a 6,000-step continuation with edit at 5.0 and unsaid attributes drawn at
+# random learnt part of them and lost edit below its target, so it was not shipped. The continuation after it
+# drew unsaid attributes by the convention (tasks.natural.FILLS), edit 5.0 for 1,500 steps (edit fell to 70%),
+# then edit 7.0 (the weights below; docs/omnigen-mini.md).
 FAMILY_WEIGHTS = {
-    "text_to_image": 2.5, "edit": 5.0, "subject": 1.25, "tryon": 0.5, "pose": 1.0, "pose_extract": 0.5,
+    "text_to_image": 2.5, "edit": 7.0, "subject": 1.25, "tryon": 0.5, "pose": 1.0, "pose_extract": 0.5,
     "depth": 2.0, "depth_extract": 1.0, "edges": 1.5, "edges_extract": 0.5, "segment": 2.5, "restore": 1.0,
     "fewshot": 3.5, "caption": 3.5, "count": 2.5, "upload_edit": 3.0,
 }
