@@ -20,7 +20,8 @@ from .model import OmniGen
 from .png import generation_record, save_png
 from .processor import OmniGenProcessor, PromptBranches, collate
 from .sampler import ConditionBatch, SamplingPlan, StepCallback, denoise, plan_sampling
-from .settings import DEFAULT_MODEL, LATENT_PIXELS, GenerationSettings, image_tokens, model_defaults, random_seed
+from .settings import (DEFAULT_MODEL, LATENT_PIXELS, GenerationSettings, image_tokens, model_defaults, random_seed,
+                       read_prompt_guide)
 from .weights import (ModelFolderError, has_config, infer_config, is_weights_file, load_config, load_transformer,
                       open_checkpoint, resolve_model_dir)
 
@@ -94,6 +95,7 @@ class OmniGenPipeline:
         self.offload: str | None = None
         self.progress_bar_config: dict = {}
         self.loras: dict[str, float] = {}
+        self.prompt_guide: dict[str, str] = {}  # what the model understands, by language (its folder's prompt_guide.json)
 
     @classmethod
     def from_pretrained(cls, path_or_repo_id: str | os.PathLike | None = None, device=None, dtype=None,
@@ -135,6 +137,7 @@ class OmniGenPipeline:
         processor = OmniGenProcessor.from_pretrained(model_dir)
         defaults = model_defaults(model_dir, config.native_image_size)
         pipe = cls(transformer, vae, processor, device, dtype, model_id=model_id, default_settings=defaults)
+        pipe.prompt_guide = read_prompt_guide(model_dir)
         pipe.quantize = quantize
         pipe.set_offload(offload)
         return pipe

@@ -24,6 +24,8 @@ LATENT_PIXELS = 8  # pixels per side of one latent cell: the VAE downsamples by 
 PATCH_LATENTS = 2  # latent cells per side of one token's patch (the model's patch_size)
 PATCH_PIXELS = LATENT_PIXELS * PATCH_LATENTS  # one token slot per 16x16 pixels
 GENERATION_CONFIG = "generation_config.json"  # a model folder's own defaults (transformers' file name)
+PROMPT_GUIDE = "prompt_guide.json"  # what a model understands, by language: {"en": "...", "zh-CN": "..."}
+MAX_PROMPT_GUIDE_CHARS = 2000
 DEFAULT_MODEL = Path(__file__).resolve().parent.parent / "assets" / "omnigen-mini"  # the embedded model
 
 # The official OmniGen-v1 pipeline's negative prompt (OmniGen/pipeline.py), used where a folder states none.
@@ -348,3 +350,20 @@ class Limits:
             if limit is not None and value > limit:
                 raise ValueError(f"{what[name]} ({value}) is over this server's limit of {limit} ({name}); "
                                  "ask for less")
+
+
+def read_prompt_guide(model_dir: str | Path | None) -> dict[str, str]:
+    """What a model folder says its prompts may ask, by language tag ({} when it says nothing). A studio shows it
+    beside the prompt; a small model that knows only its own world says which."""
+    path = Path(model_dir) / PROMPT_GUIDE if model_dir is not None else None
+    if path is None or not path.is_file():
+        return {}
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise ValueError(f"{path} is not valid JSON: {error}") from None
+    if not (isinstance(data, dict) and all(isinstance(k, str) and isinstance(v, str) and len(v) <= MAX_PROMPT_GUIDE_CHARS
+                                           for k, v in data.items())):
+        raise ValueError(f"{path} must hold a JSON object of language tag -> text (at most "
+                         f"{MAX_PROMPT_GUIDE_CHARS} characters each), e.g. {{\"en\": \"...\"}}")
+    return data

@@ -47,6 +47,8 @@ def test_writes_a_folder_the_pipeline_loads(built):
 
     pipe = OmniGenPipeline.from_pretrained(out, device="cpu")
     assert pipe.native_size == 64
+    assert set(pipe.prompt_guide) == {"en", "zh-CN"} and "what you leave out" in pipe.prompt_guide["en"].lower()
+    assert pipe.default_settings.max_input_image_size == 64
     image = pipe("a red circle at the center on a white background", num_inference_steps=2, seed=0,
                  progress=False).images[0]
     assert image.size == (64, 64)

@@ -191,3 +191,21 @@ def test_height_and_width_are_not_checked_where_the_output_takes_an_input_images
         unused.replace(use_input_image_size_as_output=0).check()
     with pytest.raises(ValueError, match="output size"):
         Limits(max_image_side=1024).check("p", unused.replace(use_input_image_size_as_output=0, height=1024))
+
+
+
+def test_a_folder_may_say_what_its_prompts_may_ask(tiny_model_dir, tmp_path):
+    import shutil
+
+    from omnigen.settings import PROMPT_GUIDE, read_prompt_guide
+
+    assert read_prompt_guide(tiny_model_dir) == {} and read_prompt_guide(None) == {}
+    assert set(read_prompt_guide(DEFAULT_MODEL)) == {"en", "zh-CN"}
+    folder = tmp_path / "model"
+    shutil.copytree(tiny_model_dir, folder)
+    (folder / PROMPT_GUIDE).write_text(json.dumps({"en": "shapes only"}))
+    assert OmniGenPipeline.from_pretrained(folder, device="cpu").prompt_guide == {"en": "shapes only"}
+    for bad in ("[1, 2]", '{"en": 3}', "{not json", json.dumps({"en": "x" * 5000})):
+        (folder / PROMPT_GUIDE).write_text(bad)
+        with pytest.raises(ValueError, match="prompt_guide.json"):
+            read_prompt_guide(folder)

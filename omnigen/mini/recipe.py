@@ -71,6 +71,20 @@ GENERATION_DEFAULTS = {"num_inference_steps": 6, "sampler": "midpoint", "schedul
                        "img_guidance_scale": 1.6}
 
 
+# What the model understands, written to the folder's prompt_guide.json for the studio to show beside the prompt.
+PROMPT_GUIDE = {
+    "en": "This miniature model knows only its own world: circles, squares and triangles in red, orange, yellow, "
+          "green, blue or purple, small or large, at the top left, top right, bottom left, bottom right or centre of "
+          "a white, light grey, light blue or light yellow background, and a stick figure; and the presets' tasks. "
+          "What you leave out is drawn large, in the middle (several objects left to right), orange or a circle, "
+          "on white. Anything else (\"a cat\") draws its best guess.",
+    "zh-CN": "这个微型模型只认识它自己的小世界：红、橙、黄、绿、蓝、紫六种颜色的圆形、正方形和三角形，大或小，"
+             "位于白色、浅灰、浅蓝或浅黄背景的左上、右上、左下、右下或中央，还有一个火柴人；以及各预设的任务。"
+             "没有说明的部分按约定绘制：大号、居中（多个物体从左到右排列）、橙色或圆形、白色背景。"
+             "其他内容（如“一只猫”）只会画出它的最佳猜测。",
+}
+
+
 @dataclass
 class Recipe:
     """Every number that shapes the embedded model; written next to it as recipe.json."""
@@ -394,6 +408,8 @@ def export(model, config: dict, tokenizer_dir: Path, vae_dir: Path, out: Path, r
         shutil.copytree(vae_dir, folder / "vae")
         save_transformer(model, folder)
         (folder / "generation_config.json").write_text(json.dumps(generation_config(recipe), indent=2) + "\n")
+        (folder / "prompt_guide.json").write_text(json.dumps(PROMPT_GUIDE, indent=2, ensure_ascii=False) + "\n",
+                                                  encoding="utf-8")
         (folder / "recipe.json").write_text(json.dumps(record, indent=2))
     log(f"wrote {out} ({sum(f.stat().st_size for f in out.rglob('*') if f.is_file()) / 2**20:.1f} MB)")
 
