@@ -141,7 +141,8 @@ def add_grid_parser(subparsers) -> None:
 
     p = subparsers.add_parser("grid", help="a comparison grid: one picture per value (or pair of values) of one or "
                               "two axes, and one labelled image of them all")
-    p.add_argument("--prompt", required=True, help="text with <img><|image_k|></img> where image k goes")
+    p.add_argument("--prompt", default="", help="text with <img><|image_k|></img> where image k goes (not needed "
+                   "when an axis is the prompt)")
     p.add_argument("--image", action="append", default=[], help="input image k, in order (repeat the flag)")
     axes = ", ".join(axis_names())
     p.add_argument("--x", required=True, metavar="AXIS=VALUES", help=f"the axis across: {axes}, image_K or "
@@ -172,6 +173,8 @@ def run_grid_command(args) -> int:
     from .pipeline import OmniGenPipeline
 
     x, y = axis_argument("--x", args.x), axis_argument("--y", args.y)  # refused before the model loads
+    if not args.prompt.strip() and "prompt" not in (x.name, y and y.name):
+        raise ValueError("--prompt is required (unless an axis is the prompt: --x 'prompt=a red circle|a blue square')")
     target = Path(args.out)
     check_output_path(target)
     pipe = OmniGenPipeline.from_pretrained(args.model, device=args.device, dtype=args.dtype)

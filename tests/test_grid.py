@@ -135,3 +135,13 @@ def test_omnigen_grid_writes_the_grid_and_every_cell_with_its_settings(tmp_path)
                          env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(REPO)})
     assert bad.returncode == 2 and "The axis seed has no values" in bad.stderr and "Traceback" not in bad.stderr
     assert not (tmp_path / "bad.png").exists()
+
+
+def test_the_command_needs_a_prompt_unless_an_axis_is_the_prompt(capsys, tmp_path):
+    from omnigen.cli import main
+
+    assert main(["grid", "--x", "seed=1,2", "--out", str(tmp_path / "g.png")]) == 2
+    assert "--prompt is required (unless an axis is the prompt" in capsys.readouterr().err
+    assert main(["grid", "--x", "prompt=a|b", "--y", "width=64,128", "--out", str(tmp_path / "g.png")]) == 2
+    assert "'width' cannot be an axis" in capsys.readouterr().err
+    assert not list(tmp_path.iterdir())
