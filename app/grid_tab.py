@@ -21,7 +21,7 @@ from . import history as hist
 from .adapters import AdapterSourceError, loaded_adapters, set_strength
 from .engine import GPU_QUEUE, MAX_INPUT_IMAGES, Studio
 from .generate_tab import FIELDS, check_prompt, settings_from_page
-from .i18n import t, text, translator
+from .i18n import t, translator
 from .jobs import DoneEvent, FailedEvent, GenerationJob, PipelineBusy, StepEvent
 from .running import Cancelled, follow_job, run_controls, stop_key
 
@@ -60,7 +60,7 @@ def build_grid_tab(studio: Studio, page: dict[str, Any], shown: dict[str, Any]) 
         image = gr.Image(label=t("grid_image"), format="png", interactive=False, buttons=["download", "fullscreen"],
                          elem_id="grid-image")
     refresh = lambda: [gr.Dropdown(choices=axis_choices(studio)),  # noqa: E731 - adapters come and go
-                       gr.Dropdown(choices=[(text("grid_no_axis"), ""), *axis_choices(studio)])]
+                       gr.Dropdown(choices=[(t("grid_no_axis"), ""), *axis_choices(studio)])]
     tab.select(refresh, None, [x_axis, y_axis], api_visibility="private", queue=False)
     request_inputs = [page["preset"], page["prompt"], *page["slots"], *page["panel"].values(), shown["browser"]]
     arm_grid, stop_grid = run_controls(studio, "grid")
@@ -108,6 +108,13 @@ def check_adapters(studio: Studio, cells: list[Cell]) -> None:
     if missing:
         raise GridError(f"the adapter(s) {', '.join(missing)} are not loaded; load them in the Generate tab's "
                         "Adapters panel first")
+
+
+def cell_page_values(values: dict[str, Any], cell: Cell) -> dict[str, Any]:
+    """The page's values as this cell ran them (its axes' settings and exact seed), for "Reuse" from history."""
+    own = {name: value for name, value in cell.settings.as_dict().items() if name in values}
+    return {**values, **own, "randomize_seed": False,
+            "output_size": int(cell.settings.use_input_image_size_as_output or 0)}
 
 
 class GridRun:
@@ -161,8 +168,8 @@ class GridRun:
     def keep(self, cell: Cell, job: GenerationJob, done: DoneEvent) -> Any:
         """The finished cell: its result in history, as any run's; the history gallery after it."""
         cell.path, cell.record = done.images[0].path, done.images[0].settings
-        entry = hist.new_entry(self.studio.history, self.browser, self.preset, job.prompt, job.images, self.values,
-                               done)
+        entry = hist.new_entry(self.studio.history, self.browser, self.preset, job.prompt, job.images,
+                               cell_page_values(self.values, cell), done)
         return hist.gallery_value(self.studio.history.add(self.browser, entry))
 
     def cell_picture(self, cell: Cell) -> str:

@@ -89,9 +89,9 @@ def test_a_two_by_three_grid_shows_six_labelled_cells_and_the_grid_image(page, s
 
 def test_a_second_grid_cancelled_midway_keeps_its_finished_cells_in_history(page):
     before = history_count(page)
-    set_number(page, "steps", 60)  # long enough to cancel in the middle
+    set_number(page, "steps", 30)  # long enough to cancel in the middle
     run_grid(page, "10, 11, 12", "2, 3")
-    expect(page.locator("#grid-status")).to_contain_text(re.compile(r"Cell [3-5] of 6"))
+    expect(page.locator("#grid-status")).to_contain_text(re.compile(r"Cell [3-5] of 6"), timeout=5 * TIMEOUT_MS)
     page.locator("#grid-cancel").click()
     status = page.locator("#grid-status")
     expect(status).to_contain_text("Grid cancelled after")
@@ -101,6 +101,13 @@ def test_a_second_grid_cancelled_midway_keeps_its_finished_cells_in_history(page
     open_tab(page, "Generate")
     expect(page.locator("#history img")).to_have_count(before + done)
     set_number(page, "steps", 2)
+
+
+def test_an_axis_without_values_is_refused_with_a_sentence(page, served):
+    before = len(list(served["studio"].output_dir.glob("*.png")))
+    run_grid(page, " ", "1.5")
+    expect(page.get_by_text("The axis seed has no values")).to_be_visible()
+    assert len(list(served["studio"].output_dir.glob("*.png"))) == before
 
 
 def test_send_to_composition_makes_one_of_a_history_item(page, tmp_path):
@@ -114,6 +121,9 @@ def test_send_to_composition_makes_one_of_a_history_item(page, tmp_path):
     composition = load_composition(download(page, "#composition-download", tmp_path / "from-history.zip"))
     assert (composition.settings.seed, composition.settings.guidance_scale) == (0, 1.5)
     assert composition.images == [] and composition.preset == "text_to_image"
+    page.locator("#reuse").click()  # the page as that cell ran: its own guidance and seed, not the grid's page
+    expect(page.locator("#guidance input[type=number]")).to_have_value("1.5")
+    expect(page.locator("#seed input[type=number]")).to_have_value("0")
 
 
 def test_a_composition_saved_here_and_loaded_in_a_fresh_page_and_in_python_gives_the_same_png(page, served, scene,
