@@ -96,6 +96,7 @@ def test_a_probe_promises_when_old_rows_hold_near_their_targets_and_the_new_ones
 
     shipped = _rows(0.95, 0.2)
     assert probe_promising(_rows(0.85, 0.3), shipped, slack=0.1)
+    assert probe_promising({**_rows(0.95, 0.3), "edit": 0.7}, shipped, slack=0.1)  # 7/10 is within 0.1 of 0.8
     assert not probe_promising({**_rows(0.95, 0.3), "edit": 0.6}, shipped, slack=0.1)
     assert not probe_promising(_rows(0.95, 0.2), shipped, slack=0.1)
 
