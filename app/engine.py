@@ -80,7 +80,14 @@ class Studio:
         dtype = str(self.pipe.dtype).replace("torch.", "")
         size = self.pipe.native_size
         return (f"**Model** `{self.model_name}` · **device** `{self.pipe.device}` · **dtype** `{dtype}` · "
-                f"native size {size}x{size}")
+                f"native size {size}x{size}" + self.prompt_guide("en"))
+
+    def prompt_guide(self, lang: str) -> str:
+        """What the model says its prompts may ask (its folder's prompt_guide.json), in `lang` or else English, as a
+        paragraph to follow the header; "" when the folder says nothing."""
+        guide = getattr(self.pipe, "prompt_guide", None) or {}
+        said = guide.get(lang) or guide.get("en") or ""
+        return f"\n\n{said}" if said else ""
 
     def defaults(self) -> GenerationSettings:
         """Settings for a fresh page: the model's own defaults, seed 0."""

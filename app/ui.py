@@ -22,7 +22,7 @@ from .batch_tab import batch_enabled, build_batch_tab
 from .engine import Studio, set_studio
 from .generate_tab import build_generate_tab, history_note
 from .grid_tab import build_grid_tab
-from .i18n import I18N, t, translator
+from .i18n import I18N, language, t, translator
 from .presets_ui import preset_page_texts
 from .prompt_ui import render_prompt
 
@@ -96,7 +96,7 @@ def make_page_localizer(studio: Studio) -> Callable:
         tr = translator(request)
         dtype = str(studio.pipe.dtype).replace("torch.", "")
         header = tr("model_header", model=studio.model_name, device=studio.pipe.device, dtype=dtype,
-                    size=studio.pipe.native_size)
+                    size=studio.pipe.native_size) + studio.prompt_guide(language(request))
         info, examples = preset_page_texts(preset or "text_to_image", request)
         return header, info, examples, render_prompt(prompt, images, request), history_note(studio, request)
 

@@ -41,6 +41,7 @@ def test_a_chinese_browser_gets_the_studio_in_chinese(studio_url):
         expect(page.locator("#preset-info")).to_contain_text("描述你想要的画面")  # made on the server, on load
         expect(page.locator("#examples")).to_contain_text("两个形状")
         expect(page.locator("#model-header")).to_contain_text("设备")
+        expect(page.locator("#model-header")).to_contain_text("没有说明的部分按约定绘制")  # the folder's prompt guide
         expect(page.locator("#negative-prompt")).to_contain_text("负面提示词")
         expect(page.locator("#steps")).to_contain_text("步数")
         expect(page.locator("#seed")).to_contain_text("种子")
@@ -67,6 +68,7 @@ def test_an_english_browser_gets_the_studio_in_english(studio_url):
         expect(page.locator("#preset")).to_contain_text("Text to image")
         expect(page.locator("#preset-info")).to_contain_text("Describe the picture")
         expect(page.locator("#model-header")).to_contain_text("device")
+        expect(page.locator("#model-header")).to_contain_text("What you leave out is drawn large")
         press_generate_with_a_missing_picture(page)
         expect(page.locator(".toast-body").first).to_contain_text(
             "The prompt uses <|image_1|> but image slot 1 is empty")
