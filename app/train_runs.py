@@ -20,6 +20,7 @@ from omnigen.training import DatasetError, RowsDataset, TrainConfig, latest_chec
 
 from . import train_data
 from .engine import Studio
+from .i18n import text
 from .jobs import Training, run_in_worker
 from .train_settings import adapter_name, page_config
 
@@ -77,26 +78,30 @@ def loss_frame(losses: list[tuple[int, float]]) -> pd.DataFrame:
         {"step": "int64", "loss": "float64"})
 
 
-def duration(seconds: float | None) -> str:
+def duration(seconds: float | None, lang: str = "en") -> str:
     if seconds is None:
         return "?"
     seconds = int(round(seconds))
-    return f"{seconds // 60} min {seconds % 60:02d} s" if seconds >= 60 else f"{seconds} s"
+    if seconds >= 60:
+        return text("duration_min_s", lang=lang, minutes=seconds // 60, seconds=f"{seconds % 60:02d}")
+    return text("duration_s", lang=lang, seconds=seconds)
 
 
-def progress_text(view: TrainingView) -> str:
+def progress_text(view: TrainingView, lang: str = "en") -> str:
     """One line for the status box: where the run is, its loss, how long it has run and has left."""
-    loss = f" · loss {view.losses[-1][1]:.4f}" if view.losses else ""
+    loss = text("train_loss_part", lang=lang, loss=f"{view.losses[-1][1]:.4f}") if view.losses else ""
+    elapsed = duration(view.elapsed_s, lang)
     if view.finished:
-        how = f"Stopped at step {view.step} of {view.total}" if view.stopped else f"Done: {view.step} steps"
-        kept = (f" The adapter (step {view.adapter_step}) is ready: **Use in Generate tab** below."
-                if view.adapter else " No adapter was saved.")
-        return f"{how}{loss} · {duration(view.elapsed_s)}.{kept}"
+        how = (text("train_stopped_at", lang=lang, step=view.step, total=view.total) if view.stopped
+               else text("train_done", lang=lang, step=view.step))
+        kept = (text("train_adapter_ready", lang=lang, step=view.adapter_step) if view.adapter
+                else text("train_no_adapter", lang=lang))
+        return text("train_finished_line", lang=lang, how=how, loss=loss, elapsed=elapsed, kept=kept)
     percent = 100 * view.step // max(view.total, 1)
-    eta = f" · about {duration(view.eta_s)} left" if view.eta_s is not None else ""
-    stopping = " · stopping after this step..." if view.stopping else ""
-    return (f"Training `{view.name}`: step {view.step} of {view.total} ({percent}%){loss} · "
-            f"{duration(view.elapsed_s)} so far{eta}{stopping}")
+    eta = text("train_eta_part", lang=lang, eta=duration(view.eta_s, lang)) if view.eta_s is not None else ""
+    stopping = text("train_stopping_part", lang=lang) if view.stopping else ""
+    return text("train_status_progress", lang=lang, name=view.name, step=view.step, total=view.total,
+                percent=percent, loss=loss, elapsed=elapsed, eta=eta, stopping=stopping)
 
 
 def precision_for(pipe) -> str:
@@ -202,13 +207,14 @@ def earlier_losses(out_dir: Path, up_to: int) -> list[tuple[int, float]]:
     return [(r["step"], r["loss"]) for r in read_loss_log(path) if r["step"] <= up_to] if path.is_file() else []
 
 
-def event_update(view: TrainingView, event: dict, outputs: tuple) -> dict:
+def event_update(view: TrainingView, event: dict, outputs: tuple, lang: str = "en") -> dict:
     status, plot, samples, adapter_box, use_button = outputs
-    update: dict = {status: progress_text(view)}
+    update: dict = {status: progress_text(view, lang)}
     if event["type"] == "step":
         update[plot] = loss_frame(view.losses)
     elif event["type"] == "samples":
-        update[samples] = gr.Gallery(value=list(view.samples), label=f"Validation samples at step {view.sample_step}")
+        update[samples] = gr.Gallery(value=list(view.samples),
+                                     label=text("train_samples_at", lang=lang, step=view.sample_step))
     if event["type"] in ("checkpoint", "done") and view.adapter:
         update[adapter_box] = view.adapter
         update[use_button] = gr.Button(interactive=True)

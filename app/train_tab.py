@@ -39,7 +39,7 @@ from omnigen.training import DatasetError, RowsDataset, TrainConfig
 
 from . import train_data
 from .engine import GPU_QUEUE, Studio
-from .i18n import t, text, translate
+from .i18n import language, t, text, translate
 from .jobs import PipelineBusy, Training
 from .train_api import build_train_api
 # The runs themselves (folders, the worker, what the page shows): app/train_runs.py; the settings and their
@@ -253,23 +253,24 @@ def make_train_handler(studio: Studio, resume: bool, outputs: tuple):
         except PipelineBusy as error:
             raise gr.Error(translate(str(error))) from None
         try:
-            yield from stream_run(studio, dataset, config, run, outputs)
+            yield from stream_run(studio, dataset, config, run, outputs, language(request))
         finally:
             studio.live.release_training(run)
 
     return train
 
 
-def stream_run(studio: Studio, dataset: RowsDataset, config: TrainConfig, run: Training, outputs: tuple):
-    """The page updates of one run: a first one at once, then one per event of the worker."""
+def stream_run(studio: Studio, dataset: RowsDataset, config: TrainConfig, run: Training, outputs: tuple,
+               lang: str = "en"):
+    """The page updates of one run, in the page's language: a first one at once, then one per event of the worker."""
     status, plot, samples, adapter_box, use_button = outputs
     out_dir = Path(config.out_dir)
     start = reached_step(out_dir) if config.resume else 0
     view = TrainingView(config.steps, config.lora.name, step=start,
                         losses=earlier_losses(out_dir, start) if config.resume else [])
-    yield {status: f"{'Resuming' if config.resume else 'Starting'} `{view.name}` at step {start}: preparing "
-                   f"{len(dataset)} example(s)...",
-           plot: loss_frame(view.losses), samples: gr.Gallery(value=[], label="Validation samples"),
+    yield {status: text("train_resuming" if config.resume else "train_starting", lang=lang, name=view.name,
+                        step=start, count=len(dataset)),
+           plot: loss_frame(view.losses), samples: gr.Gallery(value=[], label=text("train_samples", lang=lang)),
            adapter_box: "", use_button: gr.Button(interactive=False)}
     events = training_events(studio, dataset, config, run)
     try:
@@ -278,7 +279,7 @@ def stream_run(studio: Studio, dataset: RowsDataset, config: TrainConfig, run: T
                 raise gr.Error(translate(event["message"]))
             view.stopping = run.stop.is_set()
             view.apply(event)
-            yield event_update(view, event, outputs)
+            yield event_update(view, event, outputs, lang)
     except PipelineBusy as error:
         raise gr.Error(translate(str(error))) from None
     finally:

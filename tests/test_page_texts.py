@@ -24,7 +24,7 @@ SHOWN_ARGUMENTS = {"label", "info", "placeholder"}  # a component's visible text
 SHOWN_CALLS = {"Markdown", "Button", "Error", "Warning", "Info", "HTML", "DownloadButton", "UploadButton"}
 NAMES = {"# OmniGen Studio"}  # shown as they are in every language
 # The Train tab's sample captions, which are being moved to keys with the rest of its texts.
-PENDING = {("train_runs.py", "Validation samples at step "), ("train_tab.py", "Validation samples")}
+PENDING: set[tuple[str, str]] = set()
 ENGLISH_WORDS = re.compile(r"[A-Za-z]{2,}(?:\W+[A-Za-z]{2,}){2,}")  # three words in a row
 ENGLISH_LABEL = re.compile(r"[A-Za-z]{2,}\W+[A-Za-z]{2,}|^[A-Z][a-z]+$")  # two words, or one capitalised
 HAN = re.compile(r"[\u4e00-\u9fff]")

@@ -145,6 +145,10 @@ def test_events_become_plot_rows_progress_samples_and_the_adapter():
     view.apply({"type": "done", "step": 3, "stopped": True, "checkpoint": "c3", "adapter": "/runs/rect/adapter"})
     text = train_runs.progress_text(view)
     assert text.startswith("Stopped at step 3 of 10") and "adapter (step 3) is ready" in text
+    chinese = train_runs.progress_text(view, "zh-CN")
+    assert chinese.startswith("停在第 3 步（共 10 步）") and "适配器（第 3 步）已就绪" in chinese
+    view.finished, view.stopping = False, True
+    assert train_runs.progress_text(view, "zh-CN").startswith("正在训练 `rect`：第 3 步，共 10 步（30%）")
 
 
 def test_page_settings_become_a_lora_train_config(tmp_path, studio):
