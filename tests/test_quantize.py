@@ -136,7 +136,7 @@ def test_quantize_without_torchao_says_how_to_install(monkeypatch, tiny_model_di
     for name in [m for m in sys.modules if m == "torchao" or m.startswith("torchao.")]:
         monkeypatch.delitem(sys.modules, name)
     monkeypatch.setitem(sys.modules, "torchao", None)  # import torchao -> ImportError
-    with pytest.raises(QuantizationError, match=r"needs torchao.*pip install 'omnigen-studio\[quantize\]'"):
+    with pytest.raises(QuantizationError, match=r"needs torchao.*pip install torchao \(from a checkout: pip install -e \"\.\[quantize\]\"\)"):
         OmniGenPipeline.from_pretrained(tiny_model_dir, device="cpu", quantize="int8")
 
 
