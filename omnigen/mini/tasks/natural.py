@@ -205,12 +205,9 @@ def _conventional_object(words: dict, size: str, places: Sequence[str], others: 
                          allow_repeats: bool) -> SceneObject | None:
     """The first object by preference that matches `words` and fits beside `others` (a place named in part
     allows its regions; an unsaid place any)."""
-    pairs = [(c, s) for s in CONVENTION_SHAPES for c in CONVENTION_COLORS if (c, s) in SEEN_PAIRS
+    # Colour first, then shape: "a shape" is an orange circle, "a red shape" a red circle, "a square" orange.
+    pairs = [(c, s) for c in CONVENTION_COLORS for s in CONVENTION_SHAPES if (c, s) in SEEN_PAIRS
              and words["color"] in (None, c) and words["shape"] in (None, s)]
-    pairs.sort(key=lambda p: (CONVENTION_COLORS.index(p[0]) if words["color"] is None else 0,
-                              CONVENTION_SHAPES.index(p[1])))
-    if words["shape"] is None and words["color"] is not None:  # "a red shape": the preferred shape first
-        pairs.sort(key=lambda p: CONVENTION_SHAPES.index(p[1]))
     regions = [r for r in places if words["regions"] is None or r in words["regions"]]
     for color, shape in pairs:
         for region in regions:
