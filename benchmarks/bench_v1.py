@@ -209,7 +209,7 @@ def stored_dtype(folder: Path) -> str:
 
 
 def cap_for(want_gb: float) -> float:
-    """A memory cap that leaves the machine's other users 2 GiB."""
+    """A memory cap that leaves 2 GiB of the available memory free."""
     return round(min(want_gb, available_gb() - 2), 1)
 
 

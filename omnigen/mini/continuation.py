@@ -89,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--ship-per-family", type=int, default=50)
     parser.add_argument("--pool-per-family", type=int, default=2000)
     parser.add_argument("--precision", choices=recipe_module.PRECISIONS, default="auto")
-    parser.add_argument("--fill", choices=("convention", "random"), default=recipe_module.Recipe.fill)
+    parser.add_argument("--fill", choices=recipe_module.FILLS, default=recipe_module.Recipe.fill)
     parser.add_argument("--family-weights", type=json.loads, default=None,
                         help='JSON object of family weights that replace the recipe\'s (e.g. \'{"edit": 6}\')')
     parser.add_argument("--threads", type=int)

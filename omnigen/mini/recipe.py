@@ -21,6 +21,7 @@ from pathlib import Path
 import torch
 
 from ..files import atomic_folder, atomic_write_bytes
+from .tasks.natural import CONVENTION_SENTENCE, DEFAULT_FILL, FILLS
 
 # Families are drawn in proportion to these weights: text-to-image, edits and few-shot need the most
 # examples. The weights followed the model: from step 25,675 the families it had learnt (try-on, skeleton and
@@ -76,8 +77,7 @@ PROMPT_GUIDE = {
     "en": "This miniature model knows only its own world: circles, squares and triangles in red, orange, yellow, "
           "green, blue or purple, small or large, at the top left, top right, bottom left, bottom right or centre of "
           "a white, light grey, light blue or light yellow background, and a stick figure; and the presets' tasks. "
-          "What you leave out is drawn large, in the middle (several objects left to right), orange or a circle, "
-          "on white. Anything else (\"a cat\") draws its best guess.",
+          f"{CONVENTION_SENTENCE[0].upper()}{CONVENTION_SENTENCE[1:]}. Anything else (\"a cat\") draws its best guess.",
     "zh-CN": "这个微型模型只认识它自己的小世界：红、橙、黄、绿、蓝、紫六种颜色的圆形、正方形和三角形，大或小，"
              "位于白色、浅灰、浅蓝或浅黄背景的左上、右上、左下、右下或中央，还有一个火柴人；以及各预设的任务。"
              "没有说明的部分按约定绘制：大号、居中（多个物体从左到右排列）、橙色或圆形、白色背景。"
@@ -123,7 +123,7 @@ class Recipe:
     timestep_location: float = -1.0
     # How caption and count targets draw what their words leave out (tasks.natural.FILLS): the convention gives
     # the same words one right picture instead of thousands (docs/omnigen-mini.md has the measurement).
-    fill: str = "convention"
+    fill: str = DEFAULT_FILL
     group_by_length: bool = True  # few-shot prompts are 3-4x longer than the rest: batch like with like
     # The transformer's matmuls in bf16 (weights and optimizer stay fp32): "auto" picks bf16 on a CUDA GPU that
     # has it and on a CPU with AMX or AVX-512 bf16 (cpu_has_fast_bf16), fp32 elsewhere. The model was trained in
@@ -509,7 +509,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--stop-at-step", type=int,
                         help="stop the transformer stage once it reaches this step (a multiple of 25) and export; the "
                              "learning-rate schedule still runs to --steps, so a later run with the same --work resumes it")
-    parser.add_argument("--fill", choices=("convention", "random"), default=Recipe.fill,
+    parser.add_argument("--fill", choices=FILLS, default=Recipe.fill,
                         help="how caption and count targets draw what their words leave out (default: the convention)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--pool-only", action="store_true", help="only render the training pool, then exit")

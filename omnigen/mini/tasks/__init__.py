@@ -21,7 +21,7 @@ Everything a caller needs is re-exported here: `from omnigen.mini.tasks import g
 
 from .fewshot import FEWSHOT_LEADS, FEWSHOT_TRANSFORMS, fewshot_instruction, make_fewshot
 from .generation import EDIT_OPERATIONS, make_edit, make_subject, make_text_to_image, make_tryon
-from .natural import CONVENTION_SENTENCE, DEFAULT_FILL, FILLS, HELDOUT_FRAMES, NATURAL_FAMILIES, TRAIN_FRAMES, UPLOAD_EDITS, make_caption, make_count, make_upload_edit
+from .natural import DEFAULT_FILL, FILLS, HELDOUT_FRAMES, NATURAL_FAMILIES, TRAIN_FRAMES, UPLOAD_EDITS, make_caption, make_count, make_upload_edit
 from .sampling import (
     FAMILIES,
     FILLED_FAMILIES,
