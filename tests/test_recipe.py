@@ -160,3 +160,31 @@ def test_a_continuation_probes_each_segment_ships_and_resumes(built, tmp_path, m
     record = json.loads((shipped / "recipe.json").read_text())
     assert [s["trained_steps"] for s in record["shipments"]] == [4, 6]
     assert record["continued_from"]["recipe"] == original["recipe"]
+
+
+def test_the_continuation_merges_family_and_sub_task_weights_over_the_recipe(monkeypatch, capsys):
+    from omnigen.mini import continuation
+    from omnigen.mini.recipe import TASK_WEIGHTS
+
+    seen = []
+    monkeypatch.setattr(continuation, "run", lambda args, recipe: seen.append(recipe) or 0)
+    base = ["--work", "unused", "--init-from", str(continuation_model()), "--steps", "10"]
+    assert continuation.main(base + ["--family-weights", '{"edit": 9}',
+                                     "--task-weights", '{"edit": {"recolour": 6}, "restore": {"deblur": 2}}']) == 0
+    recipe = seen[-1]
+    assert recipe.family_weights["edit"] == 9
+    assert recipe.task_weights["edit"] == {**TASK_WEIGHTS["edit"], "recolour": 6}
+    assert recipe.task_weights["restore"] == {"deblur": 2}
+    for bad, says in (('{"edit": {"paint": 2}}', "unknown edit sub-tasks ['paint']"),
+                      ('{"caption": {"short": 2}}', "'caption' has no sub-tasks to weight")):
+        with pytest.raises(SystemExit):
+            continuation.main(base + ["--task-weights", bad])
+        assert says in capsys.readouterr().err
+
+
+def continuation_model():
+    from omnigen.pipeline import DEFAULT_MODEL
+
+    if not (DEFAULT_MODEL / "config.json").is_file():
+        pytest.skip("assets/omnigen-mini is not there")
+    return DEFAULT_MODEL

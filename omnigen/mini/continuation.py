@@ -24,6 +24,7 @@ from pathlib import Path
 from ..files import atomic_write_text
 from . import recipe as recipe_module
 from . import ship
+from .tasks import SUB_TASKS
 
 
 def probe_promising(probe: dict[str, float], shipped: dict[str, float], slack: float) -> bool:
@@ -92,6 +93,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--fill", choices=recipe_module.FILLS, default=recipe_module.Recipe.fill)
     parser.add_argument("--family-weights", type=json.loads, default=None,
                         help='JSON object of family weights that replace the recipe\'s (e.g. \'{"edit": 6}\')')
+    parser.add_argument("--task-weights", type=json.loads, default=None,
+                        help='JSON object of sub-task weights per family, merged over the recipe\'s '
+                             '(e.g. \'{"edit": {"recolour": 5}}\')')
     parser.add_argument("--threads", type=int)
     args = parser.parse_args(argv)
     import torch
@@ -110,6 +114,14 @@ def main(argv: list[str] | None = None) -> int:
         if unknown:
             parser.error(f"unknown task families in --family-weights: {sorted(unknown)}")
         recipe.family_weights.update(args.family_weights)
+    for family, weights in (args.task_weights or {}).items():
+        if family not in SUB_TASKS:
+            parser.error(f"--task-weights: {family!r} has no sub-tasks to weight; only {list(SUB_TASKS)} have")
+        unknown = set(weights) - set(SUB_TASKS[family])
+        if unknown:
+            parser.error(f"--task-weights: unknown {family} sub-tasks {sorted(unknown)}; "
+                         f"choose among {list(SUB_TASKS[family])}")
+        recipe.task_weights.setdefault(family, {}).update(weights)
     return run(args, recipe)
 
 
