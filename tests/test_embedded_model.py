@@ -34,6 +34,17 @@ def test_loads_through_the_ordinary_pipeline(pipe):
     assert image.size == (64, 64)
 
 
+@pytest.mark.slow
+def test_a_prompt_outside_its_world_draws_a_guess_and_the_guide_says_what_it_knows(pipe):
+    """"a cat" (and words it never read) are no error: the model draws its best guess at its own defaults, and the
+    folder's prompt guide, which the studio shows beside the prompt, names the world it knows in both languages."""
+    for prompt in ("a cat", "an astronaut riding a horse on the moon, 4k", "一只猫"):
+        image = pipe(prompt, seed=0).images[0]
+        assert image.size == (64, 64)
+    assert "circles, squares and triangles" in pipe.prompt_guide["en"]
+    assert "圆形、正方形和三角形" in pipe.prompt_guide["zh-CN"]
+
+
 # The shipped model on the first SAMPLES of each row of the evaluation set (30 steps, guidance 2.5 / 1.6, as
 # in docs/omnigen-mini.md's table). Measured: 55 of 60 passed; the floors are the mean judge scores less 0.15 for other
 # CPUs' rounding (one sample moving by 0.6 moves a mean by 0.15), capped at 0.85. The previous model (6 layers,
