@@ -103,12 +103,17 @@ def test_a_probe_promises_when_old_rows_hold_near_their_targets_and_the_new_ones
 
 def test_shipping_replaces_the_folder_whole_and_records_each_step(tmp_path):
     out, candidate, card = tmp_path / "shipped", tmp_path / "candidate", tmp_path / "card.md"
-    for folder, steps, weights in ((out, 100, b"old"), (candidate, 250, b"new")):
+    for folder, weights in ((out, b"old"), (candidate, b"new")):
         (folder / "vae").mkdir(parents=True)
         (folder / "model.safetensors").write_bytes(weights)
         (folder / "vae" / "config.json").write_text("{}")
-        (folder / "recipe.json").write_text(json.dumps({"trained_steps": steps, "evaluation": {
-            "settings": {}, "rows": _rows(0.9, 0.1)}} if folder == out else {"trained_steps": steps}))
+    shipped_record = {"recipe": {"steps": 100}, "trained_steps": 100,
+                      "evaluation": {"settings": {}, "rows": _rows(0.9, 0.1)}}
+    # The candidate continued a model that continued the shipped one (50 steps, then 250).
+    middle = {"recipe": {"steps": 50}, "trained_steps": 50, "continued_from": shipped_record}
+    (out / "recipe.json").write_text(json.dumps(shipped_record))
+    (candidate / "recipe.json").write_text(json.dumps({"recipe": {"steps": 900}, "trained_steps": 250,
+                                                       "continued_from": middle}))
     card.write_text(f"# Card\n\n{TABLE_START}\n{TABLE_END}\n\nafter\n")
     ship(candidate, out, _rows(0.9, 0.4), 50, {"steps": 16000}, card)
     assert (out / "model.safetensors").read_bytes() == b"new" and (out / "vae" / "config.json").is_file()
@@ -117,11 +122,18 @@ def test_shipping_replaces_the_folder_whole_and_records_each_step(tmp_path):
     assert [s["trained_steps"] for s in record["shipments"]] == [250]
     assert record["shipments"][0]["arguments"] == {"steps": 16000}
     text = card.read_text()
+    assert "| row | target | before | +300 steps |" in text
     assert "| caption | 90% | 10% | 40% |" in text and text.endswith("after\n")
-    # A second shipment adds a column and keeps the 'before' one.
-    (candidate / "recipe.json").write_text(json.dumps({"trained_steps": 400}))
+    # A second shipment adds a column and keeps the 'before' one; its steps still count from that model.
+    (candidate / "recipe.json").write_text(json.dumps({"recipe": {"steps": 900}, "trained_steps": 400,
+                                                       "continued_from": middle}))
     ship(candidate, out, _rows(0.9, 0.6), 50, {}, card)
     assert [s["trained_steps"] for s in json.loads((out / "recipe.json").read_text())["shipments"]] == [250, 400]
+    assert "| row | target | before | +300 steps | +450 steps |" in card.read_text()
     assert "| caption | 90% | 10% | 40% | 60% |" in card.read_text()
+    # A candidate whose lineage does not hold the 'before' model is headed by its own steps.
+    (candidate / "recipe.json").write_text(json.dumps({"recipe": {"steps": 7}, "trained_steps": 7}))
+    ship(candidate, out, _rows(0.9, 0.7), 50, {}, card)
+    assert "| +300 steps | +450 steps | 7 steps |" in card.read_text()
     assert card_table(None, []).startswith("| row | target |")
     write_card_table(tmp_path / "missing.md", None, [])  # no card, no error

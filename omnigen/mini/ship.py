@@ -15,6 +15,7 @@ the rows, the exact arguments) and rewrites the table of shipped steps in docs/o
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import shutil
 import sys
@@ -83,8 +84,11 @@ def ship(candidate: Path, out: Path, rows: dict[str, float], per_family: int, ar
     """Replace `out` by `candidate` (whole, atomically), keeping the shipments so far and adding this one."""
     previous = json.loads((out / "recipe.json").read_text()) if (out / "recipe.json").is_file() else {}
     record = json.loads((candidate / "recipe.json").read_text())
-    shipment = {"trained_steps": record.get("trained_steps"), "date": time.strftime("%Y-%m-%d %H:%M"),
-                "rows": rows, "arguments": arguments}
+    # The model the card's "before" column measured: the first shipment names it, later ones keep its name.
+    shipments = previous.get("shipments", [])
+    base = shipments[0]["base"] if shipments and "base" in shipments[0] else model_digest(previous)
+    shipment = {"trained_steps": record.get("trained_steps"), "steps_since_before": steps_since(record, base),
+                "base": base, "date": time.strftime("%Y-%m-%d %H:%M"), "rows": rows, "arguments": arguments}
     record["shipments"] = previous.get("shipments", []) + [shipment]
     record["evaluation"] = {"settings": {**DECISION, "per_family": per_family}, "rows": rows}
     with atomic_folder(out) as folder:
@@ -98,11 +102,35 @@ def ship(candidate: Path, out: Path, rows: dict[str, float], per_family: int, ar
         write_card_table(card, previous.get("evaluation", {}).get("rows"), record["shipments"])
 
 
+def model_digest(record: dict) -> str:
+    """A name for one trained model in a lineage: its recipe and how far it trained."""
+    identity = json.dumps({"recipe": record.get("recipe"), "trained_steps": record.get("trained_steps")},
+                          sort_keys=True)
+    return hashlib.sha256(identity.encode("utf-8")).hexdigest()[:16]
+
+
+def steps_since(record: dict, base: str) -> int | None:
+    """The steps trained after the model named `base`, summed down `record`'s lineage (None if it is not in it)."""
+    steps, level = 0, record
+    while level:
+        if model_digest(level) == base:
+            return steps
+        steps += level.get("trained_steps") or 0
+        level = level.get("continued_from")
+    return None
+
+
+def _column(shipment: dict) -> str:
+    since = shipment.get("steps_since_before")
+    return f"+{since:,} steps" if since is not None else f"{shipment['trained_steps']:,} steps"
+
+
 def card_table(before: dict[str, float] | None, shipments: list[dict]) -> str:
-    """The model card's table: the rows before the first shipment and after each one."""
+    """The model card's table: the rows before the first shipment and after each one (headed by the steps trained
+    since the model before it)."""
     rows = list(OLD_TARGETS) + ["restore"] + list(NEW_ROWS)
     header = "| row | target | " + " | ".join(["before"] * bool(before) +
-                                              [f"{s['trained_steps']:,} steps" for s in shipments]) + " |"
+                                              [_column(s) for s in shipments]) + " |"
     lines = [header, "|" + "---|" * (2 + bool(before) + len(shipments))]
     for row in rows:
         target = {**OLD_TARGETS, **NEW_TARGETS}.get(row)
