@@ -351,6 +351,8 @@ SETTINGS: dict[str, str] = {
 }
 
 EXAMPLES: dict[str, str] = {
+    "example_text_to_image_a_few_words": "寥寥数语",
+    "example_text_to_image_counting": "数一数",
     "example_text_to_image_two_shapes": "两个形状",
     "example_text_to_image_a_triangle": "一个三角形",
     "example_edit_recolour": "换颜色",
