@@ -2,6 +2,7 @@
 
 import json
 import random
+import shutil
 import threading
 from pathlib import Path
 
@@ -9,9 +10,10 @@ import pytest
 import torch
 from PIL import Image
 
+from conftest import TINY_TOKENIZER
 from omnigen.model import OmniGen, OmniGenConfig
 from omnigen.processor import OmniGenProcessor, image_to_tensor
-from omnigen.settings import OMNIGEN_V1_NEGATIVE_PROMPT, GenerationSettings
+from omnigen.settings import GenerationSettings
 from omnigen.training import (DatasetError, Example, JsonlDataset, TrainConfig, TrainingCollator, edit_weight_map,
                               prepare_model, read_loss_log, train)
 from omnigen.training.collator import FULL, IMAGE_ONLY, UNCONDITIONAL
@@ -41,13 +43,13 @@ def examples() -> list[Example]:
 
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory) -> Path:
-    """A tiny model folder: BPE tokenizer, a 2-layer 64-wide OmniGen as initialised for training, a factor-8 VAE."""
+    """A tiny model folder: the tests' 300-token BPE tokenizer, a 2-layer 64-wide OmniGen as initialised for
+    training, a factor-8 VAE."""
     from diffusers import AutoencoderKL
 
-    from omnigen.mini.tokenizer import train_tokenizer
-
     root = tmp_path_factory.mktemp("tiny-train-model")
-    train_tokenizer([e.instruction for e in examples()] * 4 + [OMNIGEN_V1_NEGATIVE_PROMPT], root, vocab_size=300)
+    for file in TINY_TOKENIZER.iterdir():
+        shutil.copyfile(file, root / file.name)
     torch.manual_seed(0)
     model = OmniGen.from_config(OmniGenConfig(hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
                                               intermediate_size=128, vocab_size=300, pad_token_id=3,
