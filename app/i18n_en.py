@@ -192,6 +192,7 @@ UI: dict[str, str] = {
     "train_sample_every": "Sample every N steps (0: at the end)",
     "train_sample_guidance": "Sample guidance",
     "train_dropout": "Condition dropout (keeps guidance working; 0 for tiny datasets)",
+    "train_max_grad_norm": "Max gradient norm (0: no clipping)",
     "train_checkpointing": "Gradient checkpointing (less memory, about a third slower)",
     "train_starting": "Starting `{name}` at step {step}: preparing {count} example(s)...",
     "train_resuming": "Resuming `{name}` at step {step}: preparing {count} example(s)...",

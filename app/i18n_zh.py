@@ -174,6 +174,7 @@ UI: dict[str, str] = {
     "train_sample_every": "每 N 步采样一次（0：训练结束时）",
     "train_sample_guidance": "采样引导系数",
     "train_dropout": "条件丢弃率（使引导保持有效；极小的数据集设为 0）",
+    "train_max_grad_norm": "最大梯度范数（0：不裁剪）",
     "train_checkpointing": "梯度检查点（更省显存，约慢三分之一）",
     "train_starting": "开始训练 `{name}`（第 {step} 步）：正在准备 {count} 个样本……",
     "train_resuming": "继续训练 `{name}`（第 {step} 步）：正在准备 {count} 个样本……",

@@ -35,6 +35,7 @@ PAGE_SETTINGS: dict[str, tuple[type, str, str]] = {
     "sample_every": (TrainConfig, "train_sample_every", "train-sample-every"),
     "condition_dropout": (TrainConfig, "train_dropout", "train-dropout"),
     "sample_guidance_scale": (TrainConfig, "train_sample_guidance", "train-sample-guidance"),
+    "max_grad_norm": (TrainConfig, "train_max_grad_norm", "train-max-grad-norm"),
 }
 SETTINGS = tuple(PAGE_SETTINGS)
 RESOLUTION_SLIDER_MAX = 2048
@@ -115,6 +116,12 @@ def whole(value: Any, label: str, minimum: int = 1) -> int:
     return int(float(value))
 
 
+def number(value: Any, label: str) -> float:
+    if value is None or value == "":
+        raise ValueError(f"{label} needs a number, got none.")
+    return float(value)
+
+
 def page_config(values: dict[str, Any], out_dir: Path, resume: bool, precision: str = "no") -> TrainConfig:
     """The TrainConfig for the page's settings; raises ValueError naming the first setting that cannot work.
     What the page does not show keeps the type's defaults, but for the page's own choices: its rows are few
@@ -136,6 +143,7 @@ def page_config(values: dict[str, Any], out_dir: Path, resume: bool, precision: 
                           targets=values["targets"], name=adapter_name(values["name"])),
         validation_prompts=validation_prompts(values["validation_prompts"]),
         sample_every=whole(values["sample_every"] or 0, "Sample every", minimum=0),
-        sample_guidance_scale=float(values["sample_guidance_scale"]))
+        sample_guidance_scale=float(values["sample_guidance_scale"]),
+        max_grad_norm=number(values["max_grad_norm"], "Max gradient norm (0: no clipping)"))
     config.check()
     return config

@@ -119,7 +119,9 @@ def build_settings_column(studio: Studio) -> tuple[dict[str, Any], dict[str, Any
         with gr.Row():
             s["sample_every"] = widget("sample_every")
             s["sample_guidance_scale"] = widget("sample_guidance_scale")
-        s["condition_dropout"] = widget("condition_dropout")
+        with gr.Row():
+            s["condition_dropout"] = widget("condition_dropout")
+            s["max_grad_norm"] = widget("max_grad_norm")
     buttons: dict[str, Any] = {}
     with gr.Row():
         buttons["start"] = gr.Button(t("train_start"), variant="primary", elem_id="train-start")

@@ -11,6 +11,7 @@ import pytest
 import torch
 from PIL import Image
 
+from app.train_runs import RUNS
 from app.train_tab import build_train_tab
 from omnigen import OmniGenPipeline
 from omnigen.training import TrainConfig
@@ -84,10 +85,12 @@ def test_a_run_is_started_watched_stopped_and_its_adapter_fetched(served, datase
     files = [handle_file(str(dataset["jsonl"])), *(handle_file(str(p)) for p in dataset["images"])]
     started = time.monotonic()
     run = client.predict(files, **SETTINGS, steps=60, validation_prompts="a red square", sample_every=1,
-                         api_name="/train_start")
+                         max_grad_norm=0, api_name="/train_start")
     assert time.monotonic() - started < 30 and run["name"] == "squares" and run["total"] == 60 and run["token"]
     try:
         status = wait_for(client, run["token"], lambda s: s["step"] >= 1 and s["samples"])
+        recorded = json.loads((studio.output_dir / RUNS / run["run"] / "train_config.json").read_text())
+        assert recorded["max_grad_norm"] == 0.0  # the run trains without clipping
         assert status["state"] == "running" and status["total"] == 60 and status["loss"] > 0
         assert status["eta_s"] is not None and status["run"] == run["run"] and status["sample_prompts"] == [
             "a red square"]
@@ -173,5 +176,8 @@ def test_bad_settings_are_refused_with_the_tabs_checks(served, dataset):
                        api_name="/train_start")
     with pytest.raises(Exception, match="Give the adapter a name"):
         client.predict([handle_file(str(dataset["zip"]))], **{**SETTINGS, "name": "  "}, steps=3,
+                       api_name="/train_start")
+    with pytest.raises(Exception, match="-1 is less than minimum value 0"):  # the field's range, in Gradio's words
+        client.predict([handle_file(str(dataset["zip"]))], **SETTINGS, max_grad_norm=-1, steps=3,
                        api_name="/train_start")
     assert served["studio"].live.training is None

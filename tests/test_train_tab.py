@@ -163,6 +163,13 @@ def test_page_settings_become_a_lora_train_config(tmp_path, studio):
         train_settings.page_config({**values, "resolution": 50}, tmp_path / "run", resume=False)
     with pytest.raises(ValueError, match="Steps must be a whole number"):
         train_settings.page_config({**values, "steps": 2.5}, tmp_path / "run", resume=False)
+    assert config.max_grad_norm == 1.0  # clipped, as TrainConfig's default; 0 switches clipping off
+    assert train_settings.page_config({**values, "max_grad_norm": 0}, tmp_path / "run", resume=False
+                                      ).max_grad_norm == 0.0
+    with pytest.raises(ValueError, match="Max gradient norm \\(0: no clipping\\) needs a number"):
+        train_settings.page_config({**values, "max_grad_norm": None}, tmp_path / "run", resume=False)
+    with pytest.raises(ValueError, match="max_grad_norm must be at least 0"):
+        train_settings.page_config({**values, "max_grad_norm": -1}, tmp_path / "run", resume=False)
 
 
 def test_adapter_names_are_safe_for_folders_and_peft():
@@ -177,7 +184,7 @@ def test_adapter_names_are_safe_for_folders_and_peft():
 def tiny_settings(steps: int) -> dict:
     return dict(name="tiny", rank=4, alpha=0, learning_rate=1e-3, steps=steps, batch_size=2, resolution=32,
                 targets="attention", validation_prompts="a red square", sample_every=0, condition_dropout=0.0,
-                sample_guidance_scale=1.0, gradient_checkpointing=False)
+                sample_guidance_scale=1.0, gradient_checkpointing=False, max_grad_norm=1.0)
 
 
 def run_to_end(studio, rows, settings, resume=False, stop_at=None):

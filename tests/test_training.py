@@ -377,6 +377,26 @@ def test_the_optimizer_is_fused_adamw_with_decay_on_matrices_only(tmp_path):
     assert [len(group["params"]) for group in optimizer.param_groups] == [1, 3]
 
 
+def test_a_max_grad_norm_of_0_does_not_clip(model_dir, vae, processor, tmp_path):
+    """One optimizer step of the tiny model, whose gradients' norm is far above 1e-9: clipping to 1e-9 shrinks
+    them below AdamW's eps and the update with them; 0 updates the weights exactly as a norm no gradient reaches
+    does (clip_grad_norm_ then scales by 1), so 0 leaves the gradients as they are."""
+    start = torch.cat([p.flatten() for p in load_transformer(model_dir).parameters()])
+
+    def trained(max_grad_norm: float) -> torch.Tensor:
+        model = load_transformer(model_dir)
+        config = small_config(tmp_path / f"run-{max_grad_norm:g}", steps=1, grad_accumulation=1, checkpoint_every=0,
+                              max_grad_norm=max_grad_norm)
+        train(model, vae, processor, examples(), config)
+        return torch.cat([p.detach().flatten() for p in model.parameters()])
+
+    unclipped, unreachable, clipped = trained(0.0), trained(1e9), trained(1e-9)
+    assert torch.equal(unclipped, unreachable)
+    moved = {name: (weights - start).abs().sum().item()
+             for name, weights in (("unclipped", unclipped), ("clipped", clipped))}
+    assert moved["unclipped"] > 0 and moved["clipped"] < 0.5 * moved["unclipped"], moved
+
+
 def test_gradient_checkpointing_keeps_less_for_backward_and_gives_the_same_gradients(model_dir):
     """The training setting switches the model's checkpointing; what autograd keeps for backward shrinks to the
     layers' inputs (benchmarks/bench_fsdp.py checkpointing measures it on the embedded model) and the gradients

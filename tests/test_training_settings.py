@@ -17,7 +17,7 @@ from app.train_settings import PAGE_SETTINGS, SETTINGS, page_defaults, page_valu
 from omnigen.model import OmniGen, OmniGenConfig
 from omnigen.training import LoraSettings, TrainConfig, train
 from omnigen.training.checkpoints import TRAINER_STATE, check_resumable, run_record
-from omnigen.training.cli import add_train_parser
+from omnigen.training.cli import add_train_parser, config_from_args
 from omnigen.training.config import config_fields, flag_of
 from omnigen.training.sharding import FsdpPlan
 from omnigen.training.trainer import set_accumulation
@@ -82,6 +82,21 @@ def test_every_flag_comes_from_a_field_and_sets_it(tmp_path):
                                                                 "gradient_checkpointing", "global_batch_size",
                                                                 "validation_prompts"}
     assert all(getattr(config, name) == field_default(TrainConfig, name) for name in untouched)
+
+
+def test_max_grad_norm_0_switches_clipping_off_and_says_so(tmp_path):
+    parser = argparse.ArgumentParser(prog="omnigen")
+    add_train_parser(parser.add_subparsers())
+
+    def config_of(*flags: str) -> TrainConfig:
+        return config_from_args(parser.parse_args(["train", "--data", "d.jsonl", "--out", str(tmp_path), *flags]))
+
+    off = config_of("--max-grad-norm", "0")
+    off.check()
+    assert off.max_grad_norm == 0.0 and config_of().max_grad_norm == TrainConfig.max_grad_norm == 1.0
+    assert help_defaults()["--max-grad-norm"] == "1.0" and "0: no clipping" in spec_of("max_grad_norm").metadata["help"]
+    with pytest.raises(ValueError, match="TrainConfig.max_grad_norm must be at least 0.0, got -1.0"):
+        config_of("--max-grad-norm", "-1").check()
 
 
 def test_an_example_config_becomes_page_values():

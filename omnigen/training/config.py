@@ -149,8 +149,8 @@ class TrainConfig:
     log_every: int = setting(1, "Log every", "a loss.csv row is the mean over the steps since the previous row",
                              minimum=1)
     seed: int = setting(0, "Seed", "seed of every random choice of the run", minimum=0, maximum=2**63 - 1)
-    max_grad_norm: float | None = setting(1.0, "Max gradient norm", "gradients are clipped to this norm (none: "
-                                          "not clipped)", minimum=0.0, nullable=True)
+    max_grad_norm: float = setting(1.0, "Max gradient norm", "before each update the gradients are scaled down "
+                                   "to this total norm when theirs is larger; 0: no clipping", minimum=0.0)
     encode_latents_once: bool = setting(False, "Encode latents once", "encode a finite dataset's images once per "
                                         "resolution stage")
     group_by_length: bool = setting(False, "Group by length", "batches of a finite dataset hold examples of like "

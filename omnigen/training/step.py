@@ -66,7 +66,7 @@ def optimizer_step(accelerator, model: nn.Module, vae, optimizer, parameters: li
             used_input_images = used_input_images or bool(batch.input_images)
             if accelerator.sync_gradients and is_sharded(model):
                 forget_unused_input_embedder(model, used_input_images)
-            if accelerator.sync_gradients and config.max_grad_norm:
+            if accelerator.sync_gradients and config.max_grad_norm > 0:  # 0: no clipping
                 accelerator.clip_grad_norm_(parameters, config.max_grad_norm)
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
