@@ -1,6 +1,7 @@
 """The Batch tab: many jobs with the Generate tab's settings (omnigen.batch), each an ordinary job through
 app.running.follow_job: uploaded pictures with one instruction, or a jobs file (one JSON object a line) with the
-pictures it names by file name. The results, a PNG with its settings per job and results.jsonl, come as one zip.
+pictures it names by file name. The results, a PNG with its settings per job and results.jsonl, come as one zip;
+each job's picture also goes into this browser's history, with the page's settings as that job ran them.
 
 It runs within the host's limits (max_batch_jobs, and every job within the request limits), and is off on a
 Hugging Face Space unless the host turns it on (OMNIGEN_ENABLE_BATCH=1): there visitors share one model.
@@ -23,8 +24,9 @@ from omnigen.errors import sentence
 from omnigen.files import atomic_save, atomic_write_bytes
 from omnigen.settings import GenerationSettings
 
+from . import history as hist
 from .engine import GPU_QUEUE, Studio
-from .generate_tab import FIELDS, settings_from_page
+from .generate_tab import FIELDS, run_page_values, settings_from_page
 from .i18n import t, translator
 from .jobs import DoneEvent, FailedEvent, GenerationJob, StepEvent
 from .running import Cancelled, follow_job, run_controls, stop_key
@@ -41,8 +43,9 @@ def batch_enabled() -> bool:
     return not os.environ.get("SPACE_ID")
 
 
-def build_batch_tab(studio: Studio, page: dict[str, Any]) -> None:
-    """The tab (inside gr.Tabs) and its events; the settings are the Generate tab's (`page`)."""
+def build_batch_tab(studio: Studio, page: dict[str, Any], shown: dict[str, Any]) -> None:
+    """The tab (inside gr.Tabs) and its events; the settings are the Generate tab's (`page`), and each picture goes
+    into its history gallery (`shown`)."""
     with gr.Tab(t("tab_batch"), id="batch"):
         gr.Markdown(t("batch_intro"))
         with gr.Row():
@@ -59,16 +62,20 @@ def build_batch_tab(studio: Studio, page: dict[str, Any]) -> None:
         download = gr.DownloadButton(t("batch_download"), visible=False, elem_id="batch-download")
     arm_batch, stop_batch = run_controls(studio, "batch")
     armed = run.click(arm_batch, None, None, queue=False, api_visibility="private")
-    armed.then(make_batch_handler(studio), [pictures, jobs_file, instruction, *page["panel"].values()],
-               [status, results, download], concurrency_id=GPU_QUEUE, concurrency_limit=studio.concurrency_limit,
-               show_progress_on=[status], api_visibility="private")
-    cancel.click(stop_batch, None, status, queue=False, api_visibility="private")
+    armed.then(make_batch_handler(studio),
+               [pictures, jobs_file, instruction, page["preset"], shown["browser"], *page["panel"].values()],
+               [status, results, download, shown["history_gallery"]], concurrency_id=GPU_QUEUE,
+               concurrency_limit=studio.concurrency_limit, show_progress_on=[status], api_visibility="private")
+    cancel.click(stop_batch, None, None, queue=False, api_visibility="private")
+
+
+UPLOADS = "uploads"  # the folder of a batch's uploads, beside its results
 
 
 def staged_jobs(studio: Studio, folder: Path, pictures: list[str] | None, jobs_file: str | None,
                 instruction: str) -> list[BatchJob]:
-    """The uploads copied into `folder/inputs` under their own names, read as jobs (every line checked)."""
-    inputs = folder / "inputs"
+    """The uploads copied into `folder/uploads` under their own names, read as jobs (every line checked)."""
+    inputs = folder / UPLOADS
     inputs.mkdir(parents=True)
     for path in pictures or []:
         shutil.copyfile(path, inputs / f"{safe_name(Path(path).stem)}{Path(path).suffix.lower()}")
@@ -80,9 +87,15 @@ def staged_jobs(studio: Studio, folder: Path, pictures: list[str] | None, jobs_f
     return folder_jobs(inputs, instruction or "", limit)
 
 
+def shown_error(error: BatchError, folder: Path) -> str:
+    """The sentence a refused batch shows: the uploads' folder by its name, never by its path on the server."""
+    uploads = folder / UPLOADS
+    return sentence(str(error).replace(str(uploads), uploads.name))
+
+
 def make_batch_handler(studio: Studio) -> Callable:
     def run_batch(request: gr.Request, progress=gr.Progress(), *values):
-        pictures, jobs_file, instruction, *panel = values
+        pictures, jobs_file, instruction, preset, browser, *panel = values
         tr = translator(request)
         if not pictures and not jobs_file:
             raise gr.Error(tr("error_batch_nothing"))
@@ -91,34 +104,58 @@ def make_batch_handler(studio: Studio) -> Callable:
             jobs = staged_jobs(studio, folder, pictures, jobs_file, instruction)
         except BatchError as error:
             shutil.rmtree(folder, ignore_errors=True)
-            raise gr.Error(tr(sentence(str(error)))) from None
-        base = settings_from_page(studio, dict(zip(FIELDS, panel)))
-        stop = studio.live.generation_stop(stop_key(request, "batch"))
-        made: dict[int, str] = {}
-        errors: dict[int, str] = {}
+            raise gr.Error(tr(shown_error(error, folder))) from None
+        page_values = dict(zip(FIELDS, panel))
+        run = BatchRun(studio, folder, jobs, settings_from_page(studio, page_values), page_values, preset or "",
+                       hist.valid_browser(browser), tr)
         try:
-            for number, job in enumerate(jobs, start=1):
-                progress((number - 1, len(jobs)), desc=f"{number}/{len(jobs)}")
-                for event in follow_job(GenerationJob(job.prompt, list(job.images), job.settings(base)), tr, stop,
-                                        keep_failures=True):
-                    if isinstance(event, Cancelled):
-                        yield finished(folder, jobs, base, made, errors, tr("status_batch_cancelled",
-                                                                            done=len(made), count=len(jobs)))
-                        return
-                    if isinstance(event, StepEvent):
-                        yield (tr("status_batch_job", job=number, count=len(jobs), step=event.step,
-                                  total=event.total), gr.skip(), gr.skip())
-                    elif isinstance(event, FailedEvent):
-                        errors[job.index] = event.message
-                    elif isinstance(event, DoneEvent):
-                        made[job.index] = kept(folder, job, event)
-                        yield gr.skip(), list(made.values()), gr.skip()
-            yield finished(folder, jobs, base, made, errors, tr("status_batch_done", done=len(made), count=len(jobs),
-                                                                failed=len(errors)))
+            yield from run.jobs(studio.live.generation_stop(stop_key(request, "batch")), progress)
         finally:
             studio.live.end_generation(stop_key(request, "batch"))
 
     return run_batch
+
+
+class BatchRun:
+    """One batch being run: its jobs, the pictures made so far (by job index) and the reasons of those that failed;
+    each made picture goes into the history as a run of the Generate tab's `preset` with the page's `values`."""
+
+    def __init__(self, studio: Studio, folder: Path, jobs: list[BatchJob], base: GenerationSettings,
+                 values: dict[str, Any], preset: str, browser: str | None, tr: Callable[..., str]):
+        self.studio, self.folder, self.planned, self.base = studio, folder, jobs, base
+        self.values, self.preset, self.browser, self.tr = values, preset, browser, tr
+        self.made: dict[int, str] = {}
+        self.errors: dict[int, str] = {}
+
+    def jobs(self, stop, progress: Callable):
+        """The page's updates (status, results, download, history gallery) while the jobs run, one by one."""
+        count, tr = len(self.planned), self.tr
+        for number, job in enumerate(self.planned, start=1):
+            progress((number - 1, count), desc=f"{number}/{count}")
+            generation = GenerationJob(job.prompt, list(job.images), job.settings(self.base))
+            for event in follow_job(generation, tr, stop, keep_failures=True):
+                if isinstance(event, Cancelled):
+                    yield self.finished(tr("status_batch_cancelled", done=len(self.made), count=count))
+                    return
+                if isinstance(event, StepEvent):
+                    yield (tr("status_batch_job", job=number, count=count, step=event.step, total=event.total),
+                           gr.skip(), gr.skip(), gr.skip())
+                elif isinstance(event, FailedEvent):
+                    self.errors[job.index] = event.message
+                elif isinstance(event, DoneEvent):
+                    history = self.keep(job, generation, event)
+                    yield gr.skip(), list(self.made.values()), gr.skip(), history
+        yield self.finished(tr("status_batch_done", done=len(self.made), count=count, failed=len(self.errors)))
+
+    def keep(self, job: BatchJob, generation: GenerationJob, done: DoneEvent) -> Any:
+        """The job's picture in the results folder and in the history, as any run's; the history gallery after."""
+        self.made[job.index] = kept(self.folder, job, done)
+        entry = hist.new_entry(self.studio.history, self.browser, self.preset, generation.prompt, generation.images,
+                               run_page_values(self.values, generation.settings), done)
+        return hist.gallery_value(self.studio.history.add(self.browser, entry))
+
+    def finished(self, status: str) -> tuple:
+        return (*finished(self.folder, self.planned, self.base, self.made, self.errors, status), gr.skip())
 
 
 def kept(folder: Path, job: BatchJob, done: DoneEvent) -> str:

@@ -8,6 +8,7 @@ picture `omnigen.composition.generate` makes in Python.
 
 from __future__ import annotations
 
+import logging
 import uuid
 from collections.abc import Callable
 from typing import Any
@@ -25,6 +26,8 @@ from .adapters_ui import adapter_view, view_outputs
 from .engine import MAX_INPUT_IMAGES, Studio
 from .i18n import t, text, translator
 from .jobs import PipelineBusy
+
+log = logging.getLogger("omnigen.studio")
 
 
 def build_composition_panel() -> dict[str, Any]:
@@ -79,10 +82,14 @@ def wire_composition(studio: Studio, page: dict[str, Any], shown: dict[str, Any]
 def written(studio: Studio, composition: Composition) -> gr.DownloadButton:
     """The composition saved in the output folder, offered for download."""
     folder = studio.output_dir / "compositions" / uuid.uuid4().hex[:12]
+    tr = translator()
     try:
         path = save_composition(folder / "composition.omnigen.zip", composition)
-    except (CompositionError, OSError) as error:
-        raise gr.Error(translator()(sentence(str(error)))) from None
+    except CompositionError as error:
+        raise gr.Error(tr(sentence(str(error)))) from None
+    except OSError as error:  # the output folder's disk or permissions: nothing the page can change
+        log.error("writing a composition failed", exc_info=error)
+        raise gr.Error(tr("error_composition_not_saved")) from None
     return gr.DownloadButton(value=str(path), visible=True)
 
 

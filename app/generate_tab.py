@@ -154,7 +154,7 @@ def wire_generation(studio: Studio, page: dict, shown: dict) -> None:
                           show_progress_on=[shown["status"]], api_name="generate_ui", api_visibility="private")
     ran.then(lambda: adapter_view(studio), None, view_outputs(page["adapters"]), api_visibility="private",
              queue=False)
-    page["cancel"].click(request_stop, None, shown["status"], queue=False, api_visibility="private")
+    page["cancel"].click(request_stop, None, None, queue=False, api_visibility="private")
 
 
 def setting_widget(name: str, value: Any, top: int, **layout: Any) -> Any:
@@ -242,6 +242,14 @@ def settings_from_page(studio: Studio, values: dict[str, Any]) -> GenerationSett
         raise gr.Error(translate(sentence(str(error)))) from None
 
 
+def run_page_values(values: dict[str, Any], settings: GenerationSettings) -> dict[str, Any]:
+    """The page's values (by FIELDS) as one run of a grid or a batch had them: its own settings and exact seed, for
+    "Reuse" from the history."""
+    own = {name: value for name, value in settings.as_dict().items() if name in values}
+    return {**values, **own, "randomize_seed": False,
+            "output_size": int(settings.use_input_image_size_as_output or 0)}
+
+
 def page_values_from_settings(settings: dict[str, Any], ui: dict[str, Any] | None = None,
                               top: int | None = None) -> list[Any]:
     """Widget values (in FIELDS order) that restore a run: its page values, its exact seed. A value outside a
@@ -274,8 +282,9 @@ def restored_value(name: str, value: Any, top: int | None = None) -> Any:
     return gr.Slider(value=value, minimum=min(low, value), maximum=max(high, value))
 
 
-# Cancel sets the page's stop flag in studio.live; the running (or queued) Generate reads it between steps.
-# A flag and not gradio's cancels=, which would end the event as an error and leave the page saying "Error".
+# Cancel sets the page's stop flag in studio.live; the running (or queued) Generate reads it between steps and says
+# so in its status. A flag and not gradio's cancels=, which would end the event as an error and leave the page saying
+# "Error". Cancel itself writes no status: its answer could land after the run's last one and replace it.
 
 
 def make_run_controls(studio: Studio) -> tuple[Callable, Callable]:
@@ -286,10 +295,8 @@ def make_run_controls(studio: Studio) -> tuple[Callable, Callable]:
         studio.live.arm_generation(request.session_hash)
         check_prompt(prompt, output_size, *images)
 
-    def request_stop(request: gr.Request) -> str:
-        if not studio.live.stop_generation(request.session_hash):
-            return text("status_nothing_running", request)
-        return text("status_cancelling", request)
+    def request_stop(request: gr.Request) -> None:
+        studio.live.stop_generation(request.session_hash)
 
     return start_run, request_stop
 

@@ -20,12 +20,10 @@ from omnigen.grid import save_grid as write_grid
 from . import history as hist
 from .adapters import AdapterSourceError, loaded_adapters, set_strength
 from .engine import GPU_QUEUE, MAX_INPUT_IMAGES, Studio
-from .generate_tab import FIELDS, check_prompt, settings_from_page
-from .i18n import t, translator
+from .generate_tab import FIELDS, check_prompt, run_page_values, settings_from_page
+from .i18n import language, t, translator
 from .jobs import DoneEvent, FailedEvent, GenerationJob, PipelineBusy, StepEvent
 from .running import Cancelled, follow_job, run_controls, stop_key
-
-
 
 AXIS_VALUE = "axis:"  # a dropdown value the page's i18n leaves alone: a bare "seed" is a text key, shown translated
 
@@ -68,7 +66,7 @@ def build_grid_tab(studio: Studio, page: dict[str, Any], shown: dict[str, Any]) 
     armed.then(make_grid_handler(studio), [x_axis, x_values, y_axis, y_values, *request_inputs],
                [status, cells, image, shown["history_gallery"]], concurrency_id=GPU_QUEUE,
                concurrency_limit=studio.concurrency_limit, show_progress_on=[status], api_visibility="private")
-    cancel.click(stop_grid, None, status, queue=False, api_visibility="private")
+    cancel.click(stop_grid, None, None, queue=False, api_visibility="private")
 
 
 def read_axes(x_name: str, x_text: str, y_name: str | None, y_text: str) -> tuple[Axis, Axis | None]:
@@ -90,10 +88,12 @@ def make_grid_handler(studio: Studio) -> Callable:
             x, y = read_axes(x_name, x_text, y_name, y_text)
             planned = plan_cells(prompt, images, settings_from_page(studio, values), x, y,
                                  studio.limits.max_grid_cells, studio.pipe.max_image_side)
-            check_adapters(studio, planned)
         except GridError as error:
             raise gr.Error(tr(sentence(str(error)))) from None
-        run = GridRun(studio, planned, x, y, browser, preset or "", values, tr)
+        missing = missing_adapters(studio, planned)
+        if missing:
+            raise gr.Error(tr("error_grid_adapters", names=", ".join(missing)))
+        run = GridRun(studio, planned, x, y, browser, preset or "", values, tr, language(request))
         try:
             yield from run.cells(request, progress)
         finally:
@@ -103,29 +103,21 @@ def make_grid_handler(studio: Studio) -> Callable:
     return run_grid
 
 
-def check_adapters(studio: Studio, cells: list[Cell]) -> None:
-    missing = sorted({name for cell in cells for name in cell.loras} - set(loaded_adapters(studio)))
-    if missing:
-        raise GridError(f"the adapter(s) {', '.join(missing)} are not loaded; load them in the Generate tab's "
-                        "Adapters panel first")
-
-
-def cell_page_values(values: dict[str, Any], cell: Cell) -> dict[str, Any]:
-    """The page's values as this cell ran them (its axes' settings and exact seed), for "Reuse" from history."""
-    own = {name: value for name, value in cell.settings.as_dict().items() if name in values}
-    return {**values, **own, "randomize_seed": False,
-            "output_size": int(cell.settings.use_input_image_size_as_output or 0)}
+def missing_adapters(studio: Studio, cells: list[Cell]) -> list[str]:
+    """The adapters an axis names that are not loaded."""
+    return sorted({name for cell in cells for name in cell.loras} - set(loaded_adapters(studio)))
 
 
 class GridRun:
-    """One grid being run: its cells, what the page shows of them, the adapter strengths to put back."""
+    """One grid being run: its cells, what the page shows of them, the adapter strengths to put back. A cell's
+    error is kept in English (the grid image and its PNG record are the library's); the page shows it in `lang`."""
 
     def __init__(self, studio: Studio, cells: list[Cell], x: Axis, y: Axis | None, browser: str | None, preset: str,
-                 values: dict[str, Any], tr: Callable[..., str]):
+                 values: dict[str, Any], tr: Callable[..., str], lang: str = "en"):
         self.studio, self.planned, self.x, self.y = studio, cells, x, y
-        self.browser, self.preset, self.values, self.tr = browser, preset, values, tr
+        self.browser, self.preset, self.values, self.tr, self.lang = browser, preset, values, tr, lang
         self.adapters_before = loaded_adapters(studio)
-        self.shown: list[tuple[str, str]] = []  # (picture, caption) of every cell so far
+        self.shown: list[tuple[Any, str]] = []  # (picture: a file or a failed cell's image, caption) so far
 
     def cells(self, request: gr.Request, progress: Callable):
         stop = self.studio.live.generation_stop(stop_key(request, "grid"))
@@ -141,7 +133,7 @@ class GridRun:
                         yield tr("status_grid_cancelled", done=done, count=count), self.shown, gr.skip(), gr.skip()
                         return
                     yield update
-            self.shown.append((self.cell_picture(cell), f"{cell.caption}" + (f": {cell.error}" if cell.error else "")))
+            self.shown.append(self.cell_shown(cell))
             yield gr.skip(), self.shown, gr.skip(), gr.skip()
         yield self.finished()
 
@@ -150,7 +142,7 @@ class GridRun:
         try:
             self.set_adapters(cell)
         except (AdapterSourceError, PipelineBusy) as error:
-            cell.error = self.tr(sentence(str(error)))
+            cell.error = sentence(str(error))
             return
         job = GenerationJob(cell.prompt, list(cell.images), cell.settings, None, 0, self.preset)
         for event in follow_job(job, self.tr, stop, keep_failures=True):
@@ -169,16 +161,20 @@ class GridRun:
         """The finished cell: its result in history, as any run's; the history gallery after it."""
         cell.path, cell.record = done.images[0].path, done.images[0].settings
         entry = hist.new_entry(self.studio.history, self.browser, self.preset, job.prompt, job.images,
-                               cell_page_values(self.values, cell), done)
+                               run_page_values(self.values, cell.settings), done)
         return hist.gallery_value(self.studio.history.add(self.browser, entry))
 
-    def cell_picture(self, cell: Cell) -> str:
+    def cell_shown(self, cell: Cell) -> tuple[Any, str]:
+        """(picture, caption) of a cell in the page's gallery. A failed cell's grey picture is made in memory, never
+        written to the output folder: Gradio keeps the copy it serves in its cache, which it empties by itself
+        (delete_cache). Its reason is in the caption in the page's language, and written in the picture only in
+        English: Pillow's own font has no Chinese characters."""
         if cell.path:
-            return cell.path
+            return cell.path, cell.caption
+        reason = self.tr(cell.error) if cell.error else self.tr("grid_cell_not_run")
         size = (cell.settings.width, cell.settings.height)
-        path = self.studio.output_dir / f"failed-{uuid.uuid4().hex[:8]}.png"
-        failed_cell_image(cell.error or "not run", size).save(path)
-        return str(path)
+        picture = failed_cell_image(reason if self.lang == "en" else "", size)
+        return picture, self.tr("grid_cell_failed", label=cell.caption, reason=reason)
 
     def finished(self) -> tuple:
         for cell in self.planned:

@@ -249,7 +249,113 @@ MESSAGES_ZH = [
     (r"all settings: (?P<message>.+)", "所有设置：{message}"),
     (r"(?P<setting>\w+): (?P<message>.+)", "{setting}：{message}"),
 ]
-_COMPILED = [(re.compile(pattern, re.IGNORECASE | re.DOTALL), template) for pattern, template in MESSAGES_ZH]
+# The sentences of omnigen.grid, omnigen.batch and omnigen.composition that the Grid and Batch tabs and compositions
+# show. A `source` is where a batch job was given ("line 3 of jobs.jsonl", "picture a.png"); `archive` a composition's
+# file name; `json` the JSON parser's words; `detail` a reader's own words, left out (they name no fix).
+EXPERIMENTS_ZH = [
+    # grids: an axis and its values
+    (r"the axis (?P<axis>\S+) has no values; write them separated by commas \(e\.g\. 1, 2, 3\)",
+     "坐标轴 {axis} 没有取值；请用逗号分隔填写（例如 1, 2, 3）。"),
+    (r"the axis (?P<axis>\S+) has no values; write them separated by commas \(e\.g\. 1, 2, 3\) or as a range "
+     r"START\.\.END:COUNT", "坐标轴 {axis} 没有取值；请用逗号分隔填写（例如 1, 2, 3），或写成范围 起点..终点:个数（例如 1.5..3.5:3）。"),
+    (r"(?P<name>.+?) cannot be an axis; choose one of (?P<names>.+?), image_K \(an input picture of slot K\) or "
+     r"lora:NAME \(an adapter's strength\)",
+     "{name} 不能作为坐标轴；请从 {names} 中选择，或用 image_K（槽位 K 的输入图片）、lora:NAME（某个适配器的强度）。"),
+    (r"the axis (?P<axis>\S+): a range needs at least one value, got (?P<value>.+)",
+     "坐标轴 {axis}：范围至少要有一个取值，当前为 {value}。"),
+    (r"the axis (?P<axis>\S+): the prompt has (?P<n>\d+) input picture\(s\); vary image_(?P<next>\d+) or a lower "
+     r"slot", "坐标轴 {axis}：提示词只有 {n} 张输入图片；请改变 image_{next} 或编号更小的槽位。"),
+    (r"the axis (?P<axis>\S+): (?P<message>.+)", "坐标轴 {axis}：{message}"),
+    (r"(?P<value>.+) is not an interval: write START-END, e\.g\. 0\.2-1\.0",
+     "{value} 不是区间：请写成 起点-终点，例如 0.2-1.0。"),
+    (r"the interval (?P<value>.+) must start below its end", "区间 {value} 的起点必须小于终点。"),
+    (r"(?P<value>.+) is not a finite number", "{value} 不是有限的数值。"),
+    (r"(?P<value>.+) is not a number", "{value} 不是数字。"),
+    (r"the grid has (?P<count>\d+) cells \((?P<x>\d+) x (?P<y>\d+)\), over the limit of (?P<limit>\d+) "
+     r"\(max_grid_cells\); use fewer values",
+     "网格有 {count} 个单元格（{x} x {y}），超过了上限 {limit}（max_grid_cells）；请减少取值。"),
+    (r"both axes are (?P<axis>\S+); choose two different axes", "两个坐标轴都是 {axis}；请选择两个不同的坐标轴。"),
+    (r"the adapter (?P<name>.+) is not loaded any more \(another page unloaded it\)",
+     "适配器 {name} 已不在加载状态（另一个页面卸载了它）。"),
+    # batches: a jobs file, a folder of pictures
+    (r"the jobs file (?P<file>.+) is not UTF-8 text: write one JSON object a line",
+     "任务文件 {file} 不是 UTF-8 文本：请每行写一个 JSON 对象。"),
+    (r"(?P<source>.+?) is not JSON \((?P<json>.+) at column (?P<column>\d+)\): write one object a line, e\.g\. "
+     r"(?P<example>\{.*\})", "{source}：不是有效的 JSON（第 {column} 列：{json}）；请每行写一个对象，例如 {example}。"),
+    (r"(?P<source>.+?) is not a JSON object: write \{\"prompt\": \.\.\.\}",
+     "{source}：不是 JSON 对象，请写成 {{\"prompt\": ...}}。"),
+    (r"(?P<source>.+?) has no prompt: give \"prompt\" as text", "{source}：没有提示词，请用文本给出 \"prompt\"。"),
+    (r"(?P<source>.+?): \"images\" must be a list of file names", "{source}：\"images\" 必须是文件名的列表。"),
+    (r"(?P<source>.+?) names the picture (?P<name>.+), which does not exist \(pictures are found relative to the "
+     r"jobs file's folder, (?P<folder>.+)\)", "{source}：指定的图片 {name} 不存在（图片按任务文件所在的文件夹 {folder} "
+     "查找）。"),
+    (r"(?P<source>.+?): the name (?P<name>.+) is not a plain file name \(letters, digits, '\.', '-', '_'\)",
+     "{source}：名称 {name} 不是普通的文件名（只能用字母、数字、'.'、'-' 和 '_'）。"),
+    (r"(?P<source>.+?): unknown key\(s\) (?P<keys>.+); a job has prompt, images, name and any generation setting",
+     "{source}：未知的键 {keys}；任务只能有 prompt、images、name 和各项生成设置。"),
+    (r"(?P<source>.+?): a job makes one picture; write one line per picture \(with its own seed\)",
+     "{source}：一个任务只生成一张图片；请每张图片写一行（各用自己的种子）。"),
+    (r"give the instruction to apply to every picture, e\.g\. \"make the background white\"",
+     "请写出对每张图片执行的指令，例如“把背景变成白色”。"),
+    (r"(?P<folder>.+?) holds no pictures \((?P<suffixes>.+)\)", "{folder} 中没有图片（{suffixes}）。"),
+    (r"(?P<folder>.+?) holds no jobs", "{folder} 中没有任务。"),
+    (r"(?P<folder>.+?) holds (?P<n>\d+) jobs, over the limit of (?P<limit>\d+) \(max_batch_jobs\); split it",
+     "{folder} 中有 {n} 个任务，超过了上限 {limit}（max_batch_jobs）；请分成几批。"),
+    (r"(?P<source>.+?) and (?P<source2>.+?) both write (?P<name>.+?)\.png: give each a different \"name\"",
+     "两个任务都会写入 {name}.png（{source}、{source2}）：请给它们各自不同的 \"name\"。"),
+    (r"(?P<source>line \d+ of .+?|picture .+?): (?P<message>.+)", "{source}：{message}"),
+    # compositions
+    (r"(?P<archive>.+?) is not a composition: it has no composition\.json",
+     "{archive} 不是组合文件：其中没有 composition.json。"),
+    (r"(?P<archive>.+?) holds files its manifest does not name \((?P<files>.+)\): it is not a composition as the "
+     r"studio writes them", "{archive} 含有清单中没有列出的文件（{files}）：它不是本工作室写出的组合文件。"),
+    (r"(?P<archive>.+?) is not a readable zip file \((?P<detail>.*)\)", "{archive} 不是可读取的 zip 文件。"),
+    (r"(?P<archive>.+?) is refused: (?P<names>.+) would land outside its folder \(absolute paths and '\.\.' are not "
+     r"allowed in a composition\)", "{archive} 被拒绝：{names} 会被解压到其文件夹之外（组合文件中不允许绝对路径和 '..'）。"),
+    (r"(?P<archive>.+?) is refused: (?P<names>.+) is a link", "{archive} 被拒绝：{names} 是链接。"),
+    (r"(?P<archive>.+?) is refused: it holds a member over 64 MB; a composition is a manifest and at most "
+     r"(?P<n>\d+) pictures", "{archive} 被拒绝：其中有超过 64 MB 的文件；组合文件只含一份清单和最多 {n} 张图片。"),
+    (r"(?P<archive>.+?) is refused: it holds too many files; a composition is a manifest and at most (?P<n>\d+) "
+     r"pictures", "{archive} 被拒绝：其中文件过多；组合文件只含一份清单和最多 {n} 张图片。"),
+    (r"(?P<archive>.+?): composition\.json is not JSON \((?P<detail>.*)\)",
+     "{archive}：composition.json 不是有效的 JSON。"),
+    (r"(?P<archive>.+?): composition\.json is not a composition manifest \(format 'omnigen-composition'\)",
+     "{archive}：composition.json 不是组合清单（格式应为 'omnigen-composition'）。"),
+    (r"(?P<archive>.+?): composition version (?P<version>.+) is not one this version of omnigen reads "
+     r"\((?P<known>\d+)\)", "{archive}：当前版本的 omnigen 无法读取组合版本 {version}（只能读取版本 {known}）。"),
+    (r"(?P<archive>.+?): the manifest has unknown field\(s\) (?P<fields>.+)", "{archive}：清单中有未知字段 {fields}。"),
+    (r"(?P<archive>.+?): the manifest's prompt is missing or not text", "{archive}：清单中的提示词缺失或不是文本。"),
+    (r"(?P<archive>.+?): the manifest's images must be a list of \{file, sha256\}",
+     "{archive}：清单中的 images 必须是由 {{file, sha256}} 组成的列表。"),
+    (r"(?P<archive>.+?): the manifest's images name files outside images/, or one twice",
+     "{archive}：清单中的 images 指向了 images/ 以外的文件，或把同一文件列了两次。"),
+    (r"(?P<archive>.+?): the manifest's settings must be an object", "{archive}：清单中的 settings 必须是对象。"),
+    (r"(?P<archive>.+?): the manifest's adapters must map names to strengths",
+     "{archive}：清单中的 adapters 必须把名称映射到强度。"),
+    (r"(?P<archive>.+?): the manifest's preset must be text", "{archive}：清单中的 preset 必须是文本。"),
+    (r"(?P<archive>.+?): the prompt uses image\(s\) (?P<used>.+) but holds (?P<count>\d+) picture\(s\); image k of "
+     r"the prompt is picture k", "{archive}：提示词用到的图片为 {used}，但其中有 {count} 张图片；提示词中的图 k 就是第 k 张图片。"),
+    (r"(?P<archive>.+?): the manifest names (?P<file>.+), which the zip does not hold",
+     "{archive}：清单列出了 {file}，但 zip 中没有这个文件。"),
+    (r"(?P<archive>.+?): image (?P<k>\d+) \((?P<file>.+?)\) does not match its checksum: the file was changed after "
+     r"it was saved", "{archive}：图 {k}（{file}）与其校验和不符：文件在保存后被改动过。"),
+    (r"(?P<archive>.+?): image (?P<k>\d+) is (?P<size>\d+x\d+), over (?P<limit>[\d,]+) pixels",
+     "{archive}：图 {k} 为 {size}，超过了 {limit} 像素。"),
+    (r"(?P<archive>.+?): image (?P<k>\d+) \((?P<file>.+?)\) is not a readable picture \((?P<detail>.*)\)",
+     "{archive}：图 {k}（{file}）不是可读取的图片。"),
+    (r"(?P<archive>.+?): the manifest's settings name unknown setting\(s\) (?P<names>.+)",
+     "{archive}：清单的设置中有未知的设置 {names}。"),
+    (r"(?P<archive>.+?): the manifest's settings are not valid: (?P<message>.+)", "{archive}：清单中的设置无效：{message}"),
+]
+_SOURCES = [(r"line (?P<n>\d+) of (?P<file>.+)", "{file} 第 {n} 行"), (r"picture (?P<file>.+)", "图片 {file}")]
+_JSON_SAYS = [(r"Expecting value", "此处应有一个值"), (r"Expecting '(?P<mark>.)' delimiter", "此处缺少 '{mark}'"),
+              (r"Expecting property name enclosed in double quotes", "键名必须用双引号括起来"),
+              (r"Extra data", "数据后面还有多余的内容"), (r"Unterminated string starting at", "字符串没有结束"),
+              (r"Invalid control character at", "含有无效的控制字符"), (r"Invalid \\escape", "含有无效的转义"),
+              (r"Invalid \\uXXXX escape", "含有无效的 \\uXXXX 转义"),
+              (r"Illegal trailing comma before end of (object|array)", "末尾多了一个逗号")]
+_COMPILED = [(re.compile(pattern, re.IGNORECASE | re.DOTALL), template)
+             for pattern, template in EXPERIMENTS_ZH + MESSAGES_ZH]
 
 
 def _shown_value(group: str, value: str, lang: str) -> str:
@@ -264,6 +370,14 @@ def _shown_value(group: str, value: str, lang: str) -> str:
         return "；或".join(_from_table(_MEMORY_HINTS, hint) for hint in value.split("; or "))
     if group == "options":
         return value.replace(" or ", " 或 ")
+    if group.startswith("source"):
+        return _from_table(_SOURCES, value)
+    if group == "json":
+        return _from_table(_JSON_SAYS, value)
+    if group == "archive" and value.lower() == "the composition":
+        return "组合"
+    if group == "used" and value == "none":
+        return "（无）"
     return value
 
 

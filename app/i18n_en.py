@@ -82,8 +82,6 @@ UI: dict[str, str] = {
     "prompt_missing_chip": "image {k}?",
     "prompt_missing_title": "no picture in slot {k}",
     # status lines
-    "status_nothing_running": "Nothing is running.",
-    "status_cancelling": "Cancelling: the run stops at its next step; nothing from it is saved.",
     "status_cancelled_before": "Cancelled before it started.",
     "status_starting": "Starting (seed {seed})...",
     "status_cancelled_after": "Cancelled after step {step}; nothing was saved.",
@@ -241,9 +239,13 @@ UI: dict[str, str] = {
     "grid_ready": "Choose the axes and their values, then run the grid.",
     "status_grid_cell": "Cell {cell} of {count} ({label}): step {step} of {total}",
     "status_grid_done": "Grid done: {done} of {count} cells made; each is in the history.{failed}",
-    "status_grid_failed": " {failed} cell(s) failed: the reason is written in their place.",
+    "status_grid_failed": " {failed} cell(s) failed: the reason is under each one.",
     "status_grid_cancelled": "Grid cancelled after {done} of {count} cells; the finished ones are in the history.",
     "progress_grid_cell": "cell {cell}/{count}",
+    "grid_cell_failed": "{label}: {reason}",
+    "grid_cell_not_run": "not run",
+    "error_grid_adapters": "The adapter(s) {names} are not loaded; load them in the Generate tab's Adapters "
+                           "panel first.",
     # compositions
     "composition_accordion": "Composition: save or load this tab",
     "composition_save": "Save composition",
@@ -252,13 +254,15 @@ UI: dict[str, str] = {
     "info_composition_loaded": "Composition loaded: its prompt, {count} picture(s), settings and preset.",
     "warning_adapter_missing": "The composition uses the adapter {name} at {strength}, which is not loaded: load it "
                                "under that name to get the same pictures.",
+    "error_composition_not_saved": "The composition could not be written to the output folder: check its free "
+                                   "space and permissions (the server log has the details).",
     "history_to_composition": "Send to composition",
     # the Batch tab
     "tab_batch": "Batch",
     "batch_intro": "Many pictures at once with the Generate tab's settings: upload pictures and write one "
                    "instruction, or upload a jobs file (one JSON object a line: \"prompt\", \"images\" by file "
                    "name, any setting) with the pictures it names. The results (a PNG with its settings each, and "
-                   "results.jsonl) come as one zip.",
+                   "results.jsonl) come as one zip; each picture also goes into the history.",
     "batch_pictures": "Pictures",
     "batch_jobs_file": "Jobs file (.jsonl, optional)",
     "batch_instruction": "Instruction for every picture",
@@ -268,8 +272,10 @@ UI: dict[str, str] = {
     "batch_download": "Download results (.zip)",
     "batch_ready": "Upload the pictures (and a jobs file, or an instruction), then run.",
     "status_batch_job": "Job {job} of {count}: step {step} of {total}",
-    "status_batch_done": "Batch done: {done} of {count} job(s) made, {failed} failed.",
-    "status_batch_cancelled": "Batch cancelled after {done} of {count} job(s); the zip holds the finished ones.",
+    "status_batch_done": "Batch done: {done} of {count} job(s) made, {failed} failed; each picture is in the "
+                         "history.",
+    "status_batch_cancelled": "Batch cancelled after {done} of {count} job(s); the finished ones are in the "
+                              "history and in the zip.",
     "error_batch_nothing": "Upload pictures with an instruction, or a jobs file.",
 }
 

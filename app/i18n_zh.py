@@ -71,8 +71,6 @@ UI: dict[str, str] = {
     "prompt_missing_chip": "图 {k}？",
     "prompt_missing_title": "槽位 {k} 中没有图片",
     # status lines
-    "status_nothing_running": "当前没有正在运行的任务。",
-    "status_cancelling": "正在取消：运行将在下一步停止，不会保存任何结果。",
     "status_cancelled_before": "已在开始前取消。",
     "status_starting": "正在开始（种子 {seed}）……",
     "status_cancelled_after": "已在第 {step} 步后取消；未保存任何内容。",
@@ -222,9 +220,12 @@ UI: dict[str, str] = {
     "grid_ready": "选择坐标轴及其取值，然后运行网格。",
     "status_grid_cell": "单元格 {cell}/{count}（{label}）：第 {step}/{total} 步",
     "status_grid_done": "网格完成：已生成 {done}/{count} 个单元格，均已存入历史记录。{failed}",
-    "status_grid_failed": " {failed} 个单元格失败：原因写在其位置上。",
+    "status_grid_failed": " {failed} 个单元格失败：原因写在各单元格的说明中。",
     "status_grid_cancelled": "网格在 {done}/{count} 个单元格后取消；已完成的在历史记录中。",
     "progress_grid_cell": "单元格 {cell}/{count}",
+    "grid_cell_failed": "{label}：{reason}",
+    "grid_cell_not_run": "未运行",
+    "error_grid_adapters": "适配器 {names} 尚未加载；请先在“生成”页的“适配器（LoRA）”面板中加载。",
     # compositions
     "composition_accordion": "组合：保存或载入本页",
     "composition_save": "保存组合",
@@ -232,12 +233,13 @@ UI: dict[str, str] = {
     "composition_load": "载入组合（.zip）",
     "info_composition_loaded": "组合已载入：提示词、{count} 张图片、设置和预设。",
     "warning_adapter_missing": "该组合使用适配器 {name}（强度 {strength}），但它未加载：请以该名称加载它，才能得到相同的图片。",
+    "error_composition_not_saved": "无法把组合写入输出文件夹：请检查该文件夹的剩余空间和写入权限（详情见服务器日志）。",
     "history_to_composition": "发送到组合",
     # the Batch tab
     "tab_batch": "批量",
     "batch_intro": "用“生成”页的设置一次处理多张图片：上传图片并写一条指令，或上传任务文件（每行一个 JSON 对象："
                    "\"prompt\"、按文件名列出的 \"images\"、任意设置）及其中列出的图片。结果（每张 PNG 附带设置，"
-                   "以及 results.jsonl）打包成一个 zip。",
+                   "以及 results.jsonl）打包成一个 zip；每张图片也会存入历史记录。",
     "batch_pictures": "图片",
     "batch_jobs_file": "任务文件（.jsonl，可选）",
     "batch_instruction": "对每张图片的指令",
@@ -247,8 +249,8 @@ UI: dict[str, str] = {
     "batch_download": "下载结果（.zip）",
     "batch_ready": "上传图片（以及任务文件或一条指令），然后运行。",
     "status_batch_job": "任务 {job}/{count}：第 {step}/{total} 步",
-    "status_batch_done": "批量任务完成：已生成 {done}/{count} 个，失败 {failed} 个。",
-    "status_batch_cancelled": "批量任务在 {done}/{count} 个后取消；zip 中是已完成的结果。",
+    "status_batch_done": "批量任务完成：已生成 {done}/{count} 个，失败 {failed} 个；每张图片都已存入历史记录。",
+    "status_batch_cancelled": "批量任务在完成 {done}/{count} 个后取消；已完成的结果在历史记录和 zip 中。",
     "error_batch_nothing": "请上传图片并写一条指令，或上传任务文件。",
 }
 

@@ -15,14 +15,12 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any
 
 import gradio as gr
 
 from omnigen.errors import sentence
 
 from .engine import Studio, current_studio, gpu_job_events
-from .i18n import text
 from .jobs import DoneEvent, FailedEvent, GenerationJob, StepEvent
 
 Progress = Callable[[StepEvent], None]
@@ -55,11 +53,12 @@ def follow_job(job: GenerationJob, tr: Callable[..., str], stop: threading.Event
                ) -> Iterator[StepEvent | DoneEvent | FailedEvent | Cancelled]:
     """Run one job: its StepEvents (each also given to `progress`), then its DoneEvent. A failure raises a gr.Error
     in the request's language, or is yielded as a FailedEvent when `keep_failures`. Once `stop` is set the worker
-    ends at its next step and Cancelled is the last thing yielded."""
+    ends at its next step and Cancelled is the last thing yielded; a DoneEvent that comes after all the same (the
+    stop came once the last step was done) is yielded as usual: its pictures are saved, and the page shows them."""
     events = gpu_job_events(job)
     try:
         for event in events:
-            if stop is not None and stop.is_set():
+            if stop is not None and stop.is_set() and not isinstance(event, DoneEvent):
                 events.close()  # the worker stops at its next step
                 yield Cancelled(getattr(event, "step", "?"))
                 return
@@ -79,14 +78,13 @@ def stop_key(request: gr.Request, kind: str) -> str:
 
 def run_controls(studio: Studio, kind: str) -> tuple[Callable, Callable]:
     """(arm, stop) handlers of a tab's Run and Cancel buttons: a fresh stop flag for the page's next run of `kind`,
-    and setting it (the run stops within a step and says so in its status)."""
+    and setting it. Stop answers nothing: the run stops within a step and says so in its status, and any answer of
+    its own ("cancelling", "nothing is running") could land after the run's last status and replace it."""
 
     def arm(request: gr.Request) -> None:
         studio.live.arm_generation(stop_key(request, kind))
 
-    def stop(request: gr.Request) -> Any:
-        if studio.live.stop_generation(stop_key(request, kind)):
-            return gr.skip()  # the run itself says so within a step; an answer here could arrive after it
-        return text("status_nothing_running", request)
+    def stop(request: gr.Request) -> None:
+        studio.live.stop_generation(stop_key(request, kind))
 
     return arm, stop

@@ -63,7 +63,7 @@ def build_app(studio: Studio, extra_tabs: Sequence[TabBuilder] = ()) -> gr.Block
                 page, shown = build_generate_tab(studio)
             build_grid_tab(studio, page, shown)
             if batch_enabled():
-                build_batch_tab(studio, page)
+                build_batch_tab(studio, page, shown)
             for builder in extra_tabs:
                 builder(studio)
         build_api_endpoints(studio)

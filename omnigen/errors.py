@@ -43,9 +43,11 @@ def out_of_memory_message(settings: Any = None, num_input_images: int = 0, offlo
 
 
 def sentence(text: str) -> str:
-    """A message as a sentence: capitalised, unless it opens with a name to be typed as is (a setting's)."""
-    first = text.split(" ", 1)[0]
-    return text if "_" in first or not first[:1].isalpha() else text[:1].upper() + text[1:]
+    """A message as a sentence: capitalised, unless it opens with a name to be typed as is (a setting's, or a file's:
+    "jobs.jsonl holds no jobs")."""
+    first = text.split(" ", 1)[0].rstrip(".,:;")
+    typed = "_" in first or "." in first or not first[:1].isalpha()
+    return text if typed else text[:1].upper() + text[1:]
 
 
 def user_message(error: BaseException, settings: Any = None, num_input_images: int = 0,

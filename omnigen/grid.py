@@ -131,7 +131,7 @@ def axis_value(name: str, kind: str, value: Any) -> Any:
         if kind == "interval":
             return interval_value(value)
         if name.startswith("lora:"):
-            number = float(value)
+            number = lora_strength(value)
             if not math.isfinite(number):
                 raise ValueError(f"{value!r} is not a finite number")
             return number
@@ -140,6 +140,13 @@ def axis_value(name: str, kind: str, value: Any) -> Any:
         return parse_value(name, value)
     except ValueError as error:
         raise GridError(f"the axis {name}: {error}") from None
+
+
+def lora_strength(value: Any) -> float:
+    try:
+        return float(value)
+    except (TypeError, ValueError):  # Python's own words ("could not convert ...") name no axis and no fix
+        raise ValueError(f"{value!r} is not a number") from None
 
 
 def interval_value(value: Any) -> tuple[float, float]:

@@ -123,7 +123,7 @@ def test_host_limit_memory_busy_and_cancel_messages_in_chinese():
         with use.generating():
             pass
     assert translate(str(busy.value), CHINESE) == "模型正忙（正在训练 LoRA 'cats'）；请等它完成后再生成，或在那里停止它。"
-    assert text("status_cancelling", CHINESE).startswith("正在取消")
+    assert text("status_cancelled_after", CHINESE, step=3) == "已在第 3 步后取消；未保存任何内容。"
     cancelled = "Cancelled: generation cancelled after step 3 of 8. Nothing was saved."
     assert translate(cancelled, CHINESE) == "已取消：生成在第 3 步（共 8 步）后停止。未保存任何内容。"
 
