@@ -1,7 +1,8 @@
 """The Grid tab, saved compositions and the Batch tab in headless Chromium, on the embedded model: a 2x3 grid with
 six labelled cells and the grid image, a second grid cancelled midway whose finished cells are in the history, a
 composition saved in one page and loaded in a fresh one (and in Python) giving the same PNG byte for byte, and a
-batch of uploaded pictures downloaded as one zip."""
+batch of uploaded pictures downloaded as one zip and put in the history; and on a Chinese page, a grid refused in
+Chinese."""
 
 import io
 import json
@@ -166,10 +167,17 @@ def test_a_composition_saved_here_and_loaded_in_a_fresh_page_and_in_python_gives
     assert from_page.read_bytes() == from_python.read_bytes()  # pixels and settings, byte for byte
 
 
-def test_a_batch_of_uploaded_pictures_comes_back_as_one_zip(page, scene, tmp_path):
+def history_lines(served) -> int:
+    """How many runs the studio's history holds, all browsers together (the page's gallery counts its preview's
+    pictures too)."""
+    return sum(len(index.read_text().splitlines()) for index in served["studio"].history.private.glob("*.jsonl"))
+
+
+def test_a_batch_of_uploaded_pictures_comes_back_as_one_zip_and_into_the_history(page, served, scene, tmp_path):
     second = tmp_path / "second.png"
     Image.new("RGB", (48, 32), (30, 200, 30)).save(second)
     open_tab(page, "Generate")
+    before = history_lines(served)
     set_number(page, "steps", 2)
     open_tab(page, "Batch")
     page.locator("#batch-pictures input[type=file]").set_input_files([str(scene), str(second)])
@@ -183,3 +191,19 @@ def test_a_batch_of_uploaded_pictures_comes_back_as_one_zip(page, scene, tmp_pat
         made = Image.open(io.BytesIO(zipped.read("second.png")))
         assert made.size == (48, 32)  # each picture's own size
         assert read_settings(made)["prompt"] == "<img><|image_1|></img> make the red circle green"
+    assert history_lines(served) == before + 2  # each picture in the history, written before the status
+
+
+def test_a_chinese_page_says_why_a_grid_is_refused_in_chinese(page, served):
+    context = page.context.browser.new_context(viewport={"width": 1400, "height": 1600}, locale="zh-CN")
+    try:
+        chinese = context.new_page()
+        chinese.set_default_timeout(TIMEOUT_MS)
+        chinese.goto(served["url"])
+        expect(chinese.locator("#generate")).to_be_visible()
+        chinese.get_by_role("tab", name="对比网格", exact=True).click()
+        fill(chinese, "grid-x-values", " ")
+        chinese.locator("#grid-run").click()
+        expect(chinese.get_by_text("坐标轴 seed 没有取值")).to_be_visible()
+    finally:
+        context.close()
