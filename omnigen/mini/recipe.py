@@ -43,7 +43,9 @@ from .tasks.natural import CONVENTION_SENTENCE, DEFAULT_FILL, FILLS
 # joined the mix after step 69,550; a 6,000-step continuation with edit at 5.0 and unsaid attributes drawn at
 # random learnt part of them and lost edit below its target, so it was not shipped. The continuation after it
 # drew unsaid attributes by the convention (tasks.natural.FILLS), edit 5.0 for 1,500 steps (edit fell to 70%),
-# then edit 7.0 (the weights below; docs/omnigen-mini.md).
+# then edit 7.0 (the weights below) to +6,450 (edit 76%). The shipped model's last steps continued that with
+# edit 10.0 and, within edit, recolours 6.0 and moves 3.0, given to omnigen.mini.continuation as
+# --family-weights and --task-weights (recipe.json keeps the exact arguments; docs/omnigen-mini.md).
 FAMILY_WEIGHTS = {
     "text_to_image": 2.5, "edit": 7.0, "subject": 1.25, "tryon": 0.5, "pose": 1.0, "pose_extract": 0.5,
     "depth": 2.0, "depth_extract": 1.0, "edges": 1.5, "edges_extract": 0.5, "segment": 2.5, "restore": 1.0,
