@@ -137,3 +137,26 @@ def test_shipping_replaces_the_folder_whole_and_records_each_step(tmp_path):
     assert "| +300 steps | +450 steps | 7 steps |" in card.read_text()
     assert card_table(None, []).startswith("| row | target |")
     write_card_table(tmp_path / "missing.md", None, [])  # no card, no error
+
+
+def test_the_first_prompts_are_judged_on_what_they_name_and_their_targets_are_the_conventions():
+    from omnigen.mini.eval import FIRST_PROMPTS, first_prompt_samples
+    from omnigen.mini.judge import judge
+    from omnigen.mini.tasks.natural import named_sample
+
+    samples = first_prompt_samples()
+    assert [s.instruction for s in samples] == list(FIRST_PROMPTS)
+    for sample in samples:
+        assert judge(sample, sample.output_image).passed, sample.instruction
+        scene = sample.spec["target"]["scene"]
+        assert scene["background"] == "white" and {o["size"] for o in scene["objects"]} == {"large"}
+        assert len(sample.spec["stated"]["objects"]) == len(scene["objects"])
+    red_circle = samples[0]
+    assert red_circle.family == "caption" and red_circle.spec["target"]["scene"]["objects"][0]["region"] == "center"
+    # The same words in another colour fail: the judge reads the colour the words name.
+    green = named_sample("a green circle", [("green", "circle")])
+    assert not judge(red_circle, green.output_image).passed
+    with pytest.raises(ValueError, match="a scene holds 1 to 3"):
+        named_sample("six red circles", [("red", "circle")] * 6)
+    with pytest.raises(ValueError, match="the convention draws no scene"):  # a held-out pair
+        named_sample("a blue circle", [("blue", "circle")])

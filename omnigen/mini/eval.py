@@ -3,12 +3,17 @@
     python -m omnigen.mini.eval --model assets/omnigen-mini [--per-family 20] [--steps 30]
         [--guidance 2.5] [--img-guidance 1.6] [--seed 0] [--families edit depth ...] [--json out.json]
         [--ceiling]
+    python -m omnigen.mini.eval --model assets/omnigen-mini --first-prompts [--seeds 8]
 
 Prints one row per task family (plus the held-out rows of text_to_image and edit): how many samples,
 how many the judge passed; with --ceiling also how many true outputs the judge still passes after the
 model's VAE has encoded and decoded them, the most a transformer could reach through that VAE. The
 evaluation set comes from the "eval" split (the training distribution, its own seed stream) and the
 "heldout" split (colour-shape pairs never trained on).
+
+--first-prompts instead draws the few words a new user types first ("a red circle", "two blue squares", ...)
+at the model folder's own default settings, as the studio draws them, for seeds 0 to --seeds - 1, and
+prints how many pictures of each pass the judge (which checks only what the words say).
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ from pathlib import Path
 from ..files import atomic_write
 from .judge import judge
 from .tasks import FAMILIES, HELDOUT_PAIRS, Sample, generate
+from .tasks.natural import named_sample
 from .world import DEFAULT_SIZE
 
 # The families with a held-out row, and its label in the table.
@@ -31,6 +37,32 @@ HELDOUT_ROWS = {
     "edit": "edit (into held-out pairs)",
     "caption": "caption (held-out phrasings)",
 }
+
+
+# What a new user types first: colours and shapes, and nothing of size, place or background (pairs the model has
+# drawn from text; HELDOUT_PAIRS have their own rows).
+FIRST_PROMPTS: dict[str, tuple[tuple[str, str], ...]] = {
+    "a red circle": (("red", "circle"),),
+    "two blue squares": (("blue", "square"),) * 2,
+    "a green triangle": (("green", "triangle"),),
+    "a yellow square": (("yellow", "square"),),
+    "three purple circles": (("purple", "circle"),) * 3,
+    "a blue square and a red circle": (("blue", "square"), ("red", "circle")),
+    "two blue squares and a red circle": (("blue", "square"),) * 2 + (("red", "circle"),),
+    "an orange triangle": (("orange", "triangle"),),
+}
+
+
+def first_prompt_samples(size: int = DEFAULT_SIZE) -> list[Sample]:
+    """FIRST_PROMPTS as judgeable samples: what each states, and the picture the convention draws for it."""
+    return [named_sample(prompt, pairs, size) for prompt, pairs in FIRST_PROMPTS.items()]
+
+
+def first_prompts(pipe, seeds: int = 8, size: int = DEFAULT_SIZE) -> dict[str, int]:
+    """For each of FIRST_PROMPTS, how many of seeds 0..seeds-1 the judge passes, drawn at the pipe's defaults."""
+    return {s.instruction: sum(judge(s, pipe(s.instruction, seed=seed, progress=False).images[0]).passed
+                               for seed in range(seeds))
+            for s in first_prompt_samples(size)}
 
 
 def evaluation_rows(families: Sequence[str] = FAMILIES) -> list[tuple[str, str, str]]:
@@ -204,6 +236,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, help="also write the rows and every sample's verdict here")
     parser.add_argument("--ceiling", action="store_true",
                         help="add a column: the judge on the VAE's round trip of the true outputs")
+    parser.add_argument("--first-prompts", action="store_true",
+                        help="instead judge the few words a new user types first, at the folder's own defaults")
+    parser.add_argument("--seeds", type=int, default=8, help="seeds per prompt with --first-prompts (default 8)")
     args = parser.parse_args(argv)
     if not Path(args.model).is_dir():
         parser.error(f"model folder {args.model} does not exist; give a folder with config.json, "
@@ -212,6 +247,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     from omnigen import OmniGenPipeline
 
     pipe = OmniGenPipeline.from_pretrained(args.model)
+    if args.first_prompts:
+        if args.seeds < 1:
+            parser.error(f"--seeds must be at least 1, got {args.seeds}")
+        passed = first_prompts(pipe, args.seeds, args.size)
+        print("| prompt | passed |\n|---|---|")
+        print("\n".join(f"| {prompt} | {n}/{args.seeds} |" for prompt, n in passed.items()))
+        print(f"| all | {sum(passed.values())}/{args.seeds * len(passed)} |")
+        return 0
     records: list = []
     rows = evaluate(
         pipe, args.families, args.per_family, args.seed, args.steps, args.guidance, args.img_guidance,

@@ -30,7 +30,7 @@ from .tasks import (
     scene_picture,
     skeleton_picture,
 )
-from .tasks.natural import CONVENTION_BACKGROUND, conventional_scene, stated_object
+from .tasks.natural import named_sample
 from .world import DEFAULT_SIZE, Figure, Garment, Pose, Scene, SceneObject, segmentation_target
 
 PRESET_NAMES = (
@@ -50,18 +50,6 @@ def _scene(size: int, background: str, *objects: str) -> Scene:
         depth = words[-1] if words[-1] in ("near", "middle", "far") else "middle"
         parsed.append(SceneObject(words[2], words[1], words[0], region, depth))
     return Scene(background, tuple(parsed), size)
-
-
-def _stated_example(title: str, family: str, prompt: str, size: int, *pairs: tuple[str, str]) -> Example:
-    """An example whose words name only colours and shapes (a caption or a count, as a new user types them):
-    the judge checks only what they say, and the expected picture is the one the convention draws."""
-    stated = {"background": None,
-              "objects": [stated_object(shape, color) for color, shape in pairs]}
-    fallback = Scene(CONVENTION_BACKGROUND, (), size)
-    scene = conventional_scene(stated, list(range(len(pairs))), fallback, allow_repeats=True)
-    if scene is fallback:
-        raise ValueError(f"the convention draws no scene for {prompt!r}")
-    return _example(title, family, family, prompt, [], scene_picture(scene), stated=stated)
 
 
 def _example(title: str, family: str, task: str, prompt: str, inputs: list[tuple[str, dict]], target: dict,
@@ -92,8 +80,8 @@ def _generation_examples(size: int) -> dict[str, list[Example]]:
     return {
         "text_to_image": [
             # What a new user types first: a few words, the rest drawn by the convention the model learnt.
-            _stated_example("A few words", "caption", "a red circle", size, ("red", "circle")),
-            _stated_example("Counting", "count", "two blue squares", size, ("blue", "square"), ("blue", "square")),
+            ("A few words", named_sample("a red circle", [("red", "circle")], size), []),
+            ("Counting", named_sample("two blue squares", [("blue", "square")] * 2, size), []),
             _example("Two shapes", "text_to_image", "text_to_image",
                      "a large red circle in the center and a small blue square at the top left on a white "
                      "background", [],

@@ -29,6 +29,7 @@ from collections.abc import Sequence
 
 from ..world import (
     BACKGROUND_COLORS,
+    DEFAULT_SIZE,
     OBJECT_COLORS,
     REGIONS,
     SHAPES,
@@ -199,6 +200,21 @@ def conventional_scene(stated: dict, text_position: Sequence[int], fallback: Sce
             background = stated["background"] or CONVENTION_BACKGROUND
             return Scene(background, tuple(placed[i] for i in range(len(described))), fallback.size)
     return fallback
+
+
+def named_sample(prompt: str, pairs: Sequence[tuple[str, str]], size: int = DEFAULT_SIZE) -> Sample:
+    """A caption (one object) or count (several) of `prompt`, which names only these (colour, shape) pairs and
+    nothing of size, place or background: the judge checks the pairs, and the target is the convention's picture."""
+    if len(pairs) not in CONVENTION_PLACES:
+        raise ValueError(f"{prompt!r} names {len(pairs)} objects; a scene holds {min(CONVENTION_PLACES)} to "
+                         f"{max(CONVENTION_PLACES)}")
+    stated = {"background": None, "objects": [stated_object(shape, color) for color, shape in pairs]}
+    fallback = Scene(CONVENTION_BACKGROUND, (), size)
+    scene = conventional_scene(stated, list(range(len(pairs))), fallback, allow_repeats=True)
+    if scene is fallback:
+        raise ValueError(f"the convention draws no scene for {prompt!r}")
+    family = "caption" if len(pairs) == 1 else "count"
+    return build_sample(family, family, prompt, [], scene_picture(scene), "train", stated=stated)
 
 
 def _conventional_object(words: dict, size: str, places: Sequence[str], others: list[SceneObject],
