@@ -5,7 +5,7 @@
         [--ceiling]
     python -m omnigen.mini.eval --model assets/omnigen-mini --first-prompts [--seeds 8]
 
-Prints one row per task family (plus the held-out rows of text_to_image and edit): how many samples,
+Prints one row per task family (plus the held-out rows of text_to_image, edit and caption): how many samples,
 how many the judge passed; with --ceiling also how many true outputs the judge still passes after the
 model's VAE has encoded and decoded them, the most a transformer could reach through that VAE. The
 evaluation set comes from the "eval" split (the training distribution, its own seed stream) and the
