@@ -49,7 +49,7 @@ def main() -> int:
                                      "right on a white background"),
         "edit, one input image": dict(prompt=edit.instruction, input_images=[list(edit.input_images)]),
     }
-    modes = {"pinned": lambda pipe: dict(num_inference_steps=args.steps, **PINNED), "defaults": lambda pipe: {}}
+    modes = {"pinned": dict(num_inference_steps=args.steps, **PINNED), "defaults": {}}
     times = {(m, c, mode): [] for m in pipes for c in cases for mode in modes}
     for run in range(args.runs + 1):
         for case, kwargs in cases.items():
@@ -57,7 +57,7 @@ def main() -> int:
                 for model, pipe in pipes.items():
                     size = pipe.native_size
                     started = time.perf_counter()
-                    pipe(**kwargs, height=size, width=size, seed=run, progress=False, **settings(pipe))
+                    pipe(**kwargs, height=size, width=size, seed=run, progress=False, **settings)
                     if run:
                         times[(model, case, mode)].append(time.perf_counter() - started)
     print(f"at the native size, {args.threads} threads, median of {args.runs}")

@@ -69,3 +69,15 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture
+def studio(tiny_pipe, tmp_path):
+    """A studio on the tiny model, writing into tmp_path/outputs, and the current one for the page's handlers."""
+    from app.engine import Studio, set_studio
+
+    threads = torch.get_num_threads()  # the studio sets one thread for a small model: restored below
+    made = Studio(tiny_pipe, tmp_path / "outputs")
+    set_studio(made)
+    yield made
+    torch.set_num_threads(threads)

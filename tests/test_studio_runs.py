@@ -8,11 +8,10 @@ from types import SimpleNamespace
 
 import gradio as gr
 import pytest
-import torch
 from PIL import Image
 
 from app import batch_tab, generate_tab, grid_tab, running
-from app.engine import Studio, set_studio
+from app.engine import Studio
 from app.generate_tab import FIELDS, RUN_OUTPUTS, make_generate_handler, make_run_controls, page_values_from_settings
 from app.history import new_browser_id
 from app.i18n import EN, ZH
@@ -21,15 +20,6 @@ from omnigen.settings import GenerationSettings
 
 SLOTS = [None] * 5
 HAN = "\u4e00-\u9fff"
-
-
-@pytest.fixture
-def studio(tiny_pipe, tmp_path):
-    threads = torch.get_num_threads()  # the studio sets one thread for a small model: restored below
-    made = Studio(tiny_pipe, tmp_path / "outputs")
-    set_studio(made)
-    yield made
-    torch.set_num_threads(threads)
 
 
 def page_request(lang: str = "en", session: str = "page-1") -> SimpleNamespace:

@@ -8,11 +8,10 @@ from argparse import Namespace
 from pathlib import Path
 
 import pytest
-import torch
 from PIL import Image
 
 from app import train_data, train_runs, train_settings, train_tab
-from app.engine import FailedEvent, GenerationJob, Studio, job_events, set_studio
+from app.engine import FailedEvent, GenerationJob, job_events
 from app.jobs import LiveState, PipelineBusy, PipelineUse
 from omnigen.settings import GenerationSettings
 from app.main import studio_tabs
@@ -26,13 +25,6 @@ def pictures(tmp_path) -> list[Path]:
         paths.append(tmp_path / f"pic{k}.png")
         Image.new("RGB", (32, 32), colour).save(paths[-1])
     return paths
-
-
-@pytest.fixture
-def studio(tiny_pipe, tmp_path):
-    threads = torch.get_num_threads()  # the studio sets one thread for a small model: restored below
-    yield Studio(tiny_pipe, tmp_path / "outputs")
-    torch.set_num_threads(threads)
 
 
 # ----------------------------------------------------------------------------- rows and uploads
@@ -268,7 +260,6 @@ def test_the_pipeline_is_shared_by_generations_or_held_by_one_training():
 
 
 def test_a_generation_during_a_training_is_refused_with_a_message(studio):
-    set_studio(studio)
     job = GenerationJob("a red square", [], GenerationSettings(height=32, width=32, num_inference_steps=1, seed=0))
     with studio.live.use.exclusively("training the LoRA 'x'"):
         events = list(job_events(job))

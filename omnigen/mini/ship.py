@@ -89,7 +89,7 @@ def ship(candidate: Path, out: Path, rows: dict[str, float], per_family: int, ar
     base = shipments[0]["base"] if shipments and "base" in shipments[0] else model_digest(previous)
     shipment = {"trained_steps": record.get("trained_steps"), "steps_since_before": steps_since(record, base),
                 "base": base, "date": time.strftime("%Y-%m-%d %H:%M"), "rows": rows, "arguments": arguments}
-    record["shipments"] = previous.get("shipments", []) + [shipment]
+    record["shipments"] = shipments + [shipment]
     record["evaluation"] = {"settings": {**DECISION, "per_family": per_family}, "rows": rows}
     with atomic_folder(out) as folder:
         for item in candidate.iterdir():
